@@ -1,0 +1,80 @@
+"""Irreps helpers shared by the tensor-product backends.
+
+mlip uses e3nn's irreps vocabulary and layout: ``o3.Irreps("32x0e+32x1o")`` and
+multiplicity-major features, i.e. for ``32x1o`` the 96 numbers are 32 blocks of 3.
+The backends in :mod:`mlip.kernels.tp` work on one "channel" at a time: an irreps
+string with the same multiplicity ``C`` on every irrep is split into ``C`` and
+the per-channel list of irreps.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from e3nn import o3
+
+__all__ = [
+    "as_irreps",
+    "split_channels",
+    "channel_dim",
+    "gather_index",
+    "from_channels",
+]
+
+
+def as_irreps(irreps, name: str = "irreps") -> o3.Irreps:
+    """Parse ``irreps`` (string, ``o3.Irreps`` or list) into ``o3.Irreps``; ``ValueError`` if invalid."""
+    try:
+        return o3.Irreps(irreps)
+    except Exception as exc:  # e3nn raises assorted types for bad strings
+        raise ValueError(f"{name}: cannot parse {irreps!r} as e3nn irreps ({exc})") from None
+
+
+def split_channels(irreps: o3.Irreps, name: str, channels: int | None = None) -> tuple[int, list[o3.Irrep]]:
+    """Return ``(C, [ir, ...])`` for irreps whose every entry has multiplicity ``C``.
+
+    ``channels`` forces a multiplicity (e.g. 1 for the edge harmonics of a channelwise TP).
+    Raises ``ValueError`` naming the offending entry otherwise.
+    """
+    if len(irreps) == 0:
+        raise ValueError(f"{name}: empty irreps")
+    muls = {mul for mul, _ in irreps}
+    if len(muls) != 1:
+        raise ValueError(
+            f"{name}: every irrep must have the same multiplicity (channels), got {irreps}"
+        )
+    mul = muls.pop()
+    if channels is not None and mul != channels:
+        raise ValueError(f"{name}: expected multiplicity {channels} on every irrep, got {irreps}")
+    if mul < 1:
+        raise ValueError(f"{name}: multiplicity must be positive, got {irreps}")
+    return mul, [ir for _, ir in irreps]
+
+
+def channel_dim(irs: Sequence[o3.Irrep]) -> int:
+    """Dimension of one channel: sum of 2l+1 over the irreps."""
+    return sum(ir.dim for ir in irs)
+
+
+def gather_index(irs: Sequence[o3.Irrep], channels: int) -> torch.Tensor:
+    """Index ``idx`` of shape ``[C, d]`` such that ``x[:, idx]`` maps a multiplicity-major
+    feature ``x`` of shape ``[N, C*d]`` to the channel layout ``[N, C, d]``."""
+    cols = []
+    offset = 0
+    for ir in irs:
+        block = torch.arange(channels * ir.dim).view(channels, ir.dim) + offset
+        cols.append(block)
+        offset += channels * ir.dim
+    return torch.cat(cols, dim=1)
+
+
+def from_channels(y: torch.Tensor, irs: Sequence[o3.Irrep]) -> torch.Tensor:
+    """Inverse of the channel layout: ``[N, C, d]`` -> multiplicity-major ``[N, C*d]``."""
+    n, c, _ = y.shape
+    blocks = []
+    offset = 0
+    for ir in irs:
+        blocks.append(y[:, :, offset : offset + ir.dim].reshape(n, c * ir.dim))
+        offset += ir.dim
+    return torch.cat(blocks, dim=1) if len(blocks) > 1 else blocks[0].contiguous()

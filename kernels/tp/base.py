@@ -1,0 +1,96 @@
+"""What every tensor-product backend shares: the description of the product and constant caching."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from e3nn import o3
+
+from ..irreps import channel_dim, gather_index
+
+__all__ = ["TPSpec", "TPBackend", "MODES"]
+
+MODES = ("channelwise", "elementwise")
+
+
+@dataclass(frozen=True)
+class TPSpec:
+    """Description of a tensor product, independent of how it is executed.
+
+    ``channels`` is C. ``irs1``/``irs2``/``irs3`` are the per-channel irreps of input 1,
+    input 2 and the output. In ``channelwise`` mode input 2 has one channel.
+    """
+
+    irreps_in1: o3.Irreps
+    irreps_in2: o3.Irreps
+    irreps_out: o3.Irreps
+    channels: int
+    irs1: tuple
+    irs2: tuple
+    irs3: tuple
+    mode: str
+
+    @property
+    def channels2(self) -> int:
+        return 1 if self.mode == "channelwise" else self.channels
+
+    @property
+    def d1(self) -> int:
+        return channel_dim(self.irs1)
+
+    @property
+    def d2(self) -> int:
+        return channel_dim(self.irs2)
+
+    @property
+    def d3(self) -> int:
+        return channel_dim(self.irs3)
+
+
+class TPBackend(torch.nn.Module):
+    """Base class of backends: holds float64 constants and hands out casts per dtype/device.
+
+    Constants are derived deterministically from the irreps, so they are not part of the
+    state dict; they are kept in float64 and cast once per (dtype, device), which keeps
+    float64 results exact whatever dtype the module was created under.
+    """
+
+    name = "base"
+
+    def __init__(self, spec: TPSpec):
+        super().__init__()
+        self.spec = spec
+        self._const64: dict[str, torch.Tensor] = {}
+        self._cast: dict[tuple, torch.Tensor] = {}
+        self.add_const("idx1", gather_index(spec.irs1, spec.channels))
+        self.add_const("idx2", gather_index(spec.irs2, spec.channels2))
+
+    weight_numel: int = 0
+
+    def add_const(self, name: str, value) -> None:
+        if isinstance(value, np.ndarray):
+            value = torch.from_numpy(np.ascontiguousarray(value))
+        if value.is_floating_point():
+            value = value.to(torch.float64)
+        self._const64[name] = value
+        self._cast = {}
+
+    def const(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """Constant ``name`` on ``like``'s device (and dtype, for floating constants)."""
+        key = (name, like.dtype, like.device)
+        t = self._cast.get(key)
+        if t is None:
+            src = self._const64[name]
+            t = src.to(device=like.device, dtype=like.dtype if src.is_floating_point() else src.dtype)
+            self._cast[key] = t
+        return t
+
+    def to_channels(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Multiplicity-major inputs -> channel layout ``[N, C, d1]``, ``[N, C2, d2]``."""
+        return x1[:, self.const("idx1", x1)], x2[:, self.const("idx2", x2)]
+
+    def extra_repr(self) -> str:
+        s = self.spec
+        return f"{s.irreps_in1} x {s.irreps_in2} -> {s.irreps_out}, mode={s.mode}, weight_numel={self.weight_numel}"

@@ -1,0 +1,108 @@
+"""Shared machinery of the ``gaunt`` and ``grid`` backends: tensor products computed as the
+pointwise product of two functions on the sphere, projected back onto harmonics.
+
+Weights (per sample or shared), layout ``weight.view(N, n1 + n2 + n3, C)``: one weight per
+(input-1 irrep, channel), per (input-2 irrep, channel) and per (output irrep, channel):
+
+    out_c = w3[c, l3] * P_{l3}[ (sum_l1 w1[c, l1] x1_c,l1) * (sum_l2 w2[c, l2] x2_(c),l2) ]
+
+where P projects onto degree l3 (see :mod:`mlip.kernels.sphere` for the basis). Every
+path of this product is a Gaunt coefficient: paths with l1 + l2 + l3 odd do not exist
+(the product of functions is symmetric), so e.g. the cross product 1o x 1o -> 1e is
+absent. On natural-parity irreps (0e, 1o, 2e, 3o, ...) parity already forbids exactly
+those paths, so nothing parity allows is lost; only the freedom of one weight per path.
+
+Irreps of unnatural parity (0o, 1e, ...) are handled by splitting each input into its
+natural and pseudo parts (the parity class ``p * (-1)^l``); classes multiply like signs,
+so up to four function products are formed. Within one class, degrees must be distinct.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..irreps import from_channels
+from .base import TPBackend, TPSpec
+from .paths import enumerate_paths, unreachable_outputs
+
+__all__ = ["SphericalProductBackend"]
+
+
+def parity_class(ir) -> int:
+    return ir.p * (-1) ** ir.l
+
+
+class SphericalProductBackend(TPBackend):
+    """Base for backends that multiply functions on the sphere. Subclasses implement
+    ``_build_transforms()``, ``_to_values(xw, side, cls)`` and ``_from_values(h, cls)``."""
+
+    def __init__(self, spec: TPSpec):
+        super().__init__(spec)
+        for name, irs in (("irreps_in1", spec.irs1), ("irreps_in2", spec.irs2), ("irreps_out", spec.irs3)):
+            seen = set()
+            for ir in irs:
+                key = (ir.l, parity_class(ir))
+                if key in seen:
+                    raise ValueError(
+                        f"{name}: backend {self.name!r} needs distinct degrees per parity class; "
+                        f"degree {ir.l} appears twice in {[str(i) for i in irs]}"
+                    )
+                seen.add(key)
+        self.paths = enumerate_paths(spec.irs1, spec.irs2, spec.irs3, gaunt=True)
+        missing = unreachable_outputs(self.paths, spec.irs3)
+        if missing:
+            raise ValueError(
+                f"irreps_out: no Gaunt path of {spec.irreps_in1} x {spec.irreps_in2} produces {missing} "
+                "(Gaunt products have no paths with l1+l2+l3 odd)"
+            )
+        n1, n2, n3 = len(spec.irs1), len(spec.irs2), len(spec.irs3)
+        self.weight_numel = spec.channels * (n1 + n2 + n3)
+        self.L1 = max(ir.l for ir in spec.irs1)
+        self.L2 = max(ir.l for ir in spec.irs2)
+        self.L3 = max(ir.l for ir in spec.irs3)
+        # class pairs (s1, s2) that produce some output
+        cls = lambda irs: {parity_class(ir) for ir in irs}  # noqa: E731
+        self.class_pairs = [
+            (a, b) for a in sorted(cls(spec.irs1)) for b in sorted(cls(spec.irs2)) if a * b in cls(spec.irs3)
+        ]
+        # degree index of each component (for expanding per-irrep weights), per side
+        for side, irs in (("1", spec.irs1), ("2", spec.irs2), ("3", spec.irs3)):
+            self.add_const(f"deg{side}", torch.cat([torch.full((ir.dim,), i) for i, ir in enumerate(irs)]))
+            for s in (1, -1):
+                mask = np.concatenate([np.full(ir.dim, parity_class(ir) == s, dtype=float) for ir in irs])
+                self.add_const(f"mask{side}_{s}", mask)
+        self._build_transforms()
+
+    def _build_transforms(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _to_values(self, xw: torch.Tensor, side: str) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def _from_values(self, h: torch.Tensor) -> torch.Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        s = self.spec
+        n, C = x1.shape[0], s.channels
+        n1, n2 = len(s.irs1), len(s.irs2)
+        x1c, x2c = self.to_channels(x1, x2)  # [N, C, d1], [N, C|1, d2]
+        w = weight.view(weight.shape[0], -1, C).transpose(1, 2)  # [N|1, C, n1+n2+n3]
+        w1 = w[:, :, :n1].index_select(2, self.const("deg1", x1))
+        w2 = w[:, :, n1 : n1 + n2].index_select(2, self.const("deg2", x1))
+        w3 = w[:, :, n1 + n2 :].index_select(2, self.const("deg3", x1))
+        x1w = x1c * w1
+        x2w = x2c * w2  # channelwise: [N, 1, d2] * [N, C, d2] -> [N, C, d2]
+        if x2w.shape[0] != n:
+            x2w = x2w.expand(n, -1, -1)
+        out = None
+        for s1, s2 in self.class_pairs:
+            a = x1w if len(self.class_pairs) == 1 else x1w * self.const(f"mask1_{s1}", x1)
+            b = x2w if len(self.class_pairs) == 1 else x2w * self.const(f"mask2_{s2}", x1)
+            h = self._to_values(a.reshape(n * C, -1), "1") * self._to_values(b.reshape(n * C, -1), "2")
+            y = self._from_values(h).view(n, C, -1)
+            if len(self.class_pairs) > 1:
+                y = y * self.const(f"mask3_{s1 * s2}", x1)
+            out = y if out is None else out + y
+        return from_channels(out * w3, s.irs3)
