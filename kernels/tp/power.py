@@ -1,0 +1,94 @@
+"""Symmetric powers of a spherical function on a grid: the many-body product of the
+``grid`` backend.
+
+A feature ``x`` with C channels of natural-parity irreps (0e, 1o, 2e, ...) is a function
+per channel, ``f_c = sum_l w_in[c, l] x_c,l`` (one weight per degree and channel). Its
+products with itself are pointwise powers on the grid, so correlation order nu costs nu-1
+multiplications of grid values instead of a chain of tensor products:
+
+    out_c = sum_{k=1..nu} w_out[k, c, l3] * P_l3[ f_c^k ]
+
+Grid: Gauss–Legendre x uniform, exact for degree ``nu * L_in + L_out``. Weight layout
+``weight.view(N, n_in + nu * n_out, C)``: ``w_in`` first, then ``w_out`` for k = 1..nu.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from e3nn import o3
+
+from ..irreps import as_irreps, from_channels, gather_index, split_channels
+from ..sphere import gauss_legendre_grid, sh_values
+
+__all__ = ["SymmetricPower"]
+
+
+class SymmetricPower(torch.nn.Module):
+    """``out = sum_k w_out[k] * P(f^k)``, ``f`` the weighted function of ``x``; see module doc.
+
+    Shapes: ``x [N, irreps_in.dim]``, ``weight [N, weight_numel]`` or ``[weight_numel]``;
+    returns ``[N, irreps_out.dim]``.
+    """
+
+    def __init__(self, irreps_in, irreps_out, correlation: int, *, resolution: tuple[int, int] | None = None):
+        super().__init__()
+        self.irreps_in = as_irreps(irreps_in, "irreps_in")
+        self.irreps_out = as_irreps(irreps_out, "irreps_out")
+        C, irs_in = split_channels(self.irreps_in, "irreps_in")
+        _, irs_out = split_channels(self.irreps_out, "irreps_out", channels=C)
+        for name, irs in (("irreps_in", irs_in), ("irreps_out", irs_out)):
+            bad = [str(ir) for ir in irs if ir.p != (-1) ** ir.l]
+            if bad:
+                raise ValueError(f"{name}: SymmetricPower needs natural-parity irreps (0e, 1o, 2e, ...), got {bad}")
+            if len({ir.l for ir in irs}) != len(irs):
+                raise ValueError(f"{name}: degrees must be distinct, got {[str(i) for i in irs]}")
+        if int(correlation) < 1:
+            raise ValueError(f"correlation must be >= 1, got {correlation}")
+        self.correlation = int(correlation)
+        self.channels, self.irs_in, self.irs_out = C, irs_in, irs_out
+        L_in, L_out = max(ir.l for ir in irs_in), max(ir.l for ir in irs_out)
+        total = self.correlation * L_in + L_out
+        self.resolution = tuple(resolution) if resolution is not None else (math.ceil((total + 1) / 2), total + 1)
+        pts, w = gauss_legendre_grid(*self.resolution)
+        self.weight_numel = C * (len(irs_in) + self.correlation * len(irs_out))
+        self._const64 = {
+            "idx": gather_index(irs_in, C),
+            "E": torch.from_numpy(sh_values([ir.l for ir in irs_in], pts).T.copy()),
+            "P": torch.from_numpy(sh_values([ir.l for ir in irs_out], pts) * w[:, None]),
+            "deg_in": torch.cat([torch.full((ir.dim,), i) for i, ir in enumerate(irs_in)]),
+            "deg_out": torch.cat([torch.full((ir.dim,), i) for i, ir in enumerate(irs_out)]),
+        }
+        self._cast: dict = {}
+
+    def _c(self, name, like):
+        key = (name, like.dtype, like.device)
+        if key not in self._cast:
+            t = self._const64[name]
+            self._cast[key] = t.to(like.device, like.dtype if t.is_floating_point() else t.dtype)
+        return self._cast[key]
+
+    def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 2 or x.shape[1] != self.irreps_in.dim:
+            raise ValueError(f"x: expected shape [N, {self.irreps_in.dim}], got {tuple(x.shape)}")
+        if weight.dim() == 1:
+            weight = weight.unsqueeze(0)
+        if weight.shape[-1] != self.weight_numel or weight.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"weight: expected shape [{x.shape[0]}, {self.weight_numel}] or [{self.weight_numel}], got {tuple(weight.shape)}")
+        n, C = x.shape[0], self.channels
+        n_in, n_out = len(self.irs_in), len(self.irs_out)
+        w = weight.view(weight.shape[0], -1, C).transpose(1, 2)  # [N|1, C, n_in + nu n_out]
+        xc = x[:, self._c("idx", x)] * w[:, :, :n_in].index_select(2, self._c("deg_in", x))
+        f = xc @ self._c("E", x)  # [N, C, P]
+        P = self._c("P", x)
+        deg_out = self._c("deg_out", x)
+        out = None
+        fk = f
+        for k in range(self.correlation):
+            if k:
+                fk = fk * f
+            wk = w[:, :, n_in + k * n_out : n_in + (k + 1) * n_out].index_select(2, deg_out)
+            term = (fk @ P) * wk
+            out = term if out is None else out + term
+        return from_channels(out, self.irs_out)
