@@ -1,0 +1,88 @@
+"""The TensorProduct interface: construction, validation, packaging."""
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from mlip.kernels import BACKENDS, TensorProduct
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_backends_registered():
+    assert set(BACKENDS) == {"cg", "gaunt", "grid", "cp"}
+
+
+def test_unknown_backend_lists_known():
+    with pytest.raises(ValueError, match=r"known backends: \['cg', 'cp', 'gaunt', 'grid'\]"):
+        TensorProduct("2x0e", "0e", "2x0e", backend="fourier")
+
+
+def test_bad_mode_and_irreps():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        TensorProduct("2x0e", "0e", "2x0e", mode="uvw")
+    with pytest.raises(ValueError, match="irreps_in1: cannot parse"):
+        TensorProduct("2x0q", "0e", "2x0e")
+    with pytest.raises(ValueError, match="same multiplicity"):
+        TensorProduct("2x0e+3x1o", "0e", "2x0e")
+    with pytest.raises(ValueError, match="irreps_in2: expected multiplicity 1"):
+        TensorProduct("2x0e", "2x0e", "2x0e", mode="channelwise")
+    with pytest.raises(ValueError, match="irreps_out: expected multiplicity 2"):
+        TensorProduct("2x0e", "0e", "3x0e")
+    with pytest.raises(ValueError, match="no path .* produces"):
+        TensorProduct("2x0e", "0e", "2x1o")
+
+
+@pytest.mark.parametrize("backend", ["cg", "gaunt", "grid", "cp"])
+def test_shape_dtype_errors_name_expected_shape(backend):
+    tp = TensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend=backend)
+    n = 4
+    x1, x2 = torch.randn(n, 8), torch.randn(n, 4)
+    w = torch.randn(n, tp.weight_numel)
+    assert tp(x1, x2, w).shape == (n, 8)
+    assert tp(x1, x2, w[0]).shape == (n, 8)  # shared weights
+    with pytest.raises(ValueError, match=r"x1: expected shape \[N, 8\], got \(4, 7\)"):
+        tp(x1[:, :7], x2, w)
+    with pytest.raises(ValueError, match=r"x2: expected shape \[N, 4\]"):
+        tp(x1, x2[:, :3], w)
+    with pytest.raises(ValueError, match=rf"weight: expected shape \[4, {tp.weight_numel}\] or \[{tp.weight_numel}\]"):
+        tp(x1, x2, w[:, :-1])
+    with pytest.raises(ValueError, match="same N"):
+        tp(x1, x2[:3], w)
+    with pytest.raises(ValueError, match="x2: dtype torch.float64 differs"):
+        tp(x1, x2.double(), w)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        tp(x1.half(), x2.half(), w.half())
+
+
+def test_import_names_only_mlip():
+    """Only ``mlip`` is a top-level name; the sibling folders are its subpackages."""
+    code = (
+        "import importlib.util, mlip, mlip.kernels, mlip.datasets, mlip.calculators\n"
+        "for name in ('kernels', 'datasets', 'calculators'):\n"
+        "    assert importlib.util.find_spec(name) is None, name\n"
+        "print(mlip.kernels.__file__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd="/", capture_output=True, text=True, check=True)
+    assert Path(out.stdout.strip()).parent.name == "kernels"
+
+
+def test_wheel_has_one_top_level_package(tmp_path):
+    """``pip install .`` packaging: the wheel holds mlip/kernels etc. and no other top level."""
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+        env={**os.environ, "PIP_NO_INPUT": "1"},
+    )
+    (wheel,) = tmp_path.glob("mlip-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
+    assert tops == {"mlip"}
+    for sub in ("kernels", "kernels/tp", "datasets", "calculators"):
+        assert f"mlip/{sub}/__init__.py" in names

@@ -1,0 +1,137 @@
+"""``gaunt`` (FFT) and ``grid`` compute the same Gaunt product; its paths are CG paths times
+the analytic Gaunt factor; the grid at the default resolution is exact and a coarser grid
+obeys the documented error bound."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mlip.kernels import TensorProduct
+from mlip.kernels.sphere import gauss_legendre_grid, gaunt_factor, sh_values, wigner_3j_zero
+from mlip.kernels.tp.grid import exact_resolution
+
+from tp_cases import case
+
+F64 = torch.float64
+
+
+@pytest.mark.parametrize("L", [1, 3, 5])
+@pytest.mark.parametrize("mode", ["channelwise", "elementwise"])
+def test_gaunt_equals_grid(mode, L):
+    in1, in2, out = case(mode, L, C=3)
+    a = TensorProduct(in1, in2, out, mode=mode, backend="gaunt")
+    b = TensorProduct(in1, in2, out, mode=mode, backend="grid")
+    g = torch.Generator().manual_seed(L)
+    x1 = torch.randn(7, a.irreps_in1.dim, dtype=F64, generator=g)
+    x2 = torch.randn(7, a.irreps_in2.dim, dtype=F64, generator=g)
+    w = torch.randn(7, a.weight_numel, dtype=F64, generator=g)
+    ya, yb = a(x1, x2, w), b(x1, x2, w)
+    assert (ya - yb).abs().max() < 1e-10 * ya.abs().max()
+
+
+def test_gaunt_full_product_up_to_2L():
+    """Outputs up to L1 + L2 (the full product) also agree."""
+    in1, in2, out = case("channelwise", 2, C=2)[0], case("channelwise", 2)[1], "2x0e+2x1o+2x2e+2x3o+2x4e"
+    a = TensorProduct(in1, in2, out, backend="gaunt")
+    b = TensorProduct(in1, in2, out, backend="grid")
+    x1, x2, w = torch.randn(5, 18, dtype=F64), torch.randn(5, 9, dtype=F64), torch.randn(5, a.weight_numel, dtype=F64)
+    torch.testing.assert_close(a(x1, x2, w), b(x1, x2, w), rtol=1e-10, atol=1e-12)
+
+
+def test_wigner_3j_zero_closed_form():
+    # known values: (1 1 0;000) = -1/sqrt(3), (1 1 2;000) = sqrt(2/15), (2 2 2;000) = -sqrt(2/35)
+    assert math.isclose(wigner_3j_zero(1, 1, 0), -1 / math.sqrt(3))
+    assert math.isclose(wigner_3j_zero(1, 1, 2), math.sqrt(2 / 15))
+    assert math.isclose(wigner_3j_zero(2, 2, 2), -math.sqrt(2 / 35))
+    assert wigner_3j_zero(1, 1, 1) == 0.0
+
+
+@pytest.mark.parametrize("backend", ["gaunt", "grid"])
+def test_each_gaunt_path_is_cg_path_times_gaunt_factor(backend):
+    """Isolate path (l1, l2, l3) with one-hot degree weights and compare with the cg path."""
+    C, L = 2, 3
+    in1, in2, out = case("channelwise", L, C=C)
+    gt = TensorProduct(in1, in2, out, backend=backend)
+    cg = TensorProduct(in1, in2, out, backend="cg")
+    n1 = n2 = n3 = L + 1
+    x1 = torch.randn(4, gt.irreps_in1.dim, dtype=F64)
+    x2 = torch.randn(4, gt.irreps_in2.dim, dtype=F64)
+    checked = 0
+    for k, p in enumerate(cg.impl.paths):
+        wg = torch.zeros(n1 + n2 + n3, C, dtype=F64)
+        wg[p.i1], wg[n1 + p.i2], wg[n1 + n2 + p.i3] = 1, 1, 1
+        wc = torch.zeros(len(cg.impl.paths), C, dtype=F64)
+        wc[k] = 1
+        y_g = gt(x1, x2, wg.flatten())
+        # the cg path carries e3nn's path normalisation sqrt((2l3+1)/fan_in): remove it
+        y_c = cg(x1, x2, wc.flatten()) / p.norm
+        if (p.l1 + p.l2 + p.l3) % 2:
+            assert y_g.abs().max() < 1e-12  # absent from a Gaunt product
+            continue
+        ratio = (y_g * y_c).sum() / (y_c * y_c).sum()
+        assert math.isclose(abs(float(ratio)), gaunt_factor(p.l1, p.l2, p.l3), rel_tol=1e-10)
+        torch.testing.assert_close(y_g, ratio * y_c, rtol=1e-10, atol=1e-12)
+        checked += 1
+    assert checked >= 10
+
+
+def test_default_resolution_is_smallest_exact():
+    assert exact_resolution(3, 3, 3) == (5, 10)
+    in1, in2, out = case("elementwise", 3, C=2)
+    tp = TensorProduct(in1, in2, out, mode="elementwise", backend="grid")
+    assert tp.impl.resolution == (5, 10) and tp.impl.exact
+    # one node less in latitude or longitude is no longer exact
+    ref = TensorProduct(in1, in2, out, mode="elementwise", backend="gaunt")
+    x1, x2 = torch.randn(6, 32, dtype=F64), torch.randn(6, 32, dtype=F64)
+    w = torch.randn(ref.weight_numel, dtype=F64)
+    for res in [(4, 10), (5, 9)]:
+        coarse = TensorProduct(in1, in2, out, mode="elementwise", backend="grid", resolution=res)
+        assert not coarse.impl.exact
+        assert (coarse(x1, x2, w) - ref(x1, x2, w)).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("res", [(4, 8), (3, 7), (3, 5)])
+def test_coarse_grid_error_bound(res):
+    """Degrees l3 <= K - L1 - L2 stay exact; higher ones obey the documented aliasing bound."""
+    L, C = 3, 2
+    in1, in2, out = case("channelwise", L, C=C)
+    exact = TensorProduct(in1, in2, out, backend="gaunt")
+    coarse = TensorProduct(in1, in2, out, backend="grid", resolution=res)
+    g = torch.Generator().manual_seed(1)
+    x1 = torch.randn(5, exact.irreps_in1.dim, dtype=F64, generator=g)
+    x2 = torch.randn(5, exact.irreps_in2.dim, dtype=F64, generator=g)
+    n = 3 * (L + 1)
+    w = torch.ones(n * C, dtype=F64)
+    err = (coarse(x1, x2, w) - exact(x1, x2, w)).view(5, -1)
+    # h = f1 f2 exactly, as coefficients up to degree 2L (gaunt's full product), per channel
+    full_out = "+".join(f"{C}x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(2 * L + 1))
+    full = TensorProduct(in1, in2, full_out, backend="gaunt")
+    h = full(x1, x2, torch.ones(full.weight_numel, dtype=F64)).view(5, -1)
+    K = min(2 * res[0] - 1, res[1] - 1)
+    pts, qw = gauss_legendre_grid(*res)
+    off_h = 0
+    blocks_h = {}
+    for l in range(2 * L + 1):
+        blocks_h[l] = h[:, off_h : off_h + C * (2 * l + 1)].view(5, C, 2 * l + 1)
+        off_h += C * (2 * l + 1)
+    off = 0
+    saw_error = False
+    for l3 in range(L + 1):
+        e = err[:, off : off + C * (2 * l3 + 1)].view(5, C, 2 * l3 + 1)
+        off += C * (2 * l3 + 1)
+        if l3 <= K - 2 * L:
+            assert e.abs().max() < 1e-12
+            continue
+        cut = K - l3  # degrees of h above this alias into degree l3
+        high = [l for l in range(2 * L + 1) if l > cut]
+        Y = torch.from_numpy(sh_values(high, pts))  # [P, sum dims]
+        coeff = torch.cat([blocks_h[l] for l in high], dim=2)  # [5, C, sum dims]
+        vals = coeff @ Y.T  # h_> on the grid
+        q = (vals**2 * torch.from_numpy(qw)).sum(-1)  # Q(h_>^2) per sample, channel
+        proj = blocks_h[l3].norm(dim=-1) if l3 in high else 0.0
+        bound = torch.sqrt((2 * l3 + 1) * q) + proj
+        assert (e.norm(dim=-1) <= bound * (1 + 1e-9) + 1e-12).all()
+        saw_error = saw_error or e.abs().max() > 1e-8
+    assert saw_error  # the coarse grids really are inexact

@@ -1,0 +1,30 @@
+"""First and second derivatives of every backend (forces need them during training)."""
+
+import pytest
+import torch
+
+from mlip.kernels import TensorProduct
+from mlip.kernels.tp.power import SymmetricPower
+
+from tp_cases import BACKENDS, case, options
+
+
+@pytest.mark.parametrize("mode", ["channelwise", "elementwise"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradcheck(backend, mode):
+    tp = TensorProduct(*case(mode, 2, C=2), mode=mode, backend=backend, **options(backend))
+    g = torch.Generator().manual_seed(0)
+    ins = [
+        torch.randn(3, d, dtype=torch.float64, generator=g, requires_grad=True)
+        for d in (tp.irreps_in1.dim, tp.irreps_in2.dim, tp.weight_numel)
+    ]
+    assert torch.autograd.gradcheck(tp, ins)
+    assert torch.autograd.gradgradcheck(tp, ins)
+
+
+def test_symmetric_power_gradcheck():
+    sp = SymmetricPower("2x0e+2x1o+2x2e", "2x0e+2x1o", 3)
+    x = torch.randn(3, 18, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, sp.weight_numel, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(sp, (x, w))
+    assert torch.autograd.gradgradcheck(sp, (x, w))
