@@ -1,0 +1,294 @@
+"""Tensor-product benchmark: mlip backends against e3nn (and cuEquivariance when installed).
+
+For L = 1..8: ``C x (0e+1o+...+L)`` ⊗ ``(0e+1o+...+L)`` (channelwise) or ``C x (...)`` (elementwise)
+-> outputs up to L ("model": as inside a potential) and up to 2L ("full": as in the published
+Gaunt/grid benchmarks). Per-sample weights ``[N, weight_numel]``; float32. ``fwd`` = forward
+under no_grad, ``f+b`` = forward + backward of ``out.square().sum()`` w.r.t. x1, x2, weight.
+
+Timing: warm-up calls, then the median of timed calls; a call over ``--cap`` seconds is
+reported alone (one cold call); a case predicted (from the growth between the two previous
+L) to exceed the cap is skipped. Each backend is compared with e3nn measured in the same run.
+
+Writes ``benchmarks/results/tp[-quick].json``, a PNG plot, and (unless ``--no-readme``) the
+``tp`` section of ``benchmarks/README.md``.
+
+    python benchmarks/tp.py                  # full sweep (tens of minutes on 2 CPU cores)
+    python benchmarks/tp.py --quick          # small sizes, a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+
+
+def irreps_upto(L: int, mul: int) -> str:
+    return "+".join(f"{mul}x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(L + 1))
+
+
+def time_call(fn, cap: float, repeats: int = 5, warmup: int = 2) -> dict:
+    """Median time (ms) of ``fn()`` with warm-up; a call longer than ``cap`` s is timed alone."""
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    if first > cap:
+        return {"ms": first * 1e3, "n": 1, "note": "1 cold call"}
+    for _ in range(warmup - 1):
+        fn()
+    times = []
+    budget = time.perf_counter() + max(cap, 10 * first)
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+        if time.perf_counter() > budget:
+            break
+    return {"ms": statistics.median(times) * 1e3, "n": len(times)}
+
+
+def build(impl: str, in1: str, in2: str, out: str, mode: str, device):
+    """Return (module, weight_numel) for an implementation name."""
+    if impl == "e3nn":
+        from e3nn import o3
+
+        from mlip.kernels import TensorProduct
+
+        ins = TensorProduct(in1, in2, out, mode=mode, backend="cg").impl.instructions()
+        m = o3.TensorProduct(in1, in2, out, ins, shared_weights=False, internal_weights=False)
+        return m.to(device), m.weight_numel
+    if impl == "cueq":
+        import cuequivariance as cue
+        import cuequivariance_torch as cuet
+        from cuequivariance.group_theory.experimental.e3nn import O3_e3nn
+
+        if mode != "channelwise":
+            raise NotImplementedError("cuEquivariance comparison is channelwise only")
+        m = cuet.ChannelWiseTensorProduct(
+            cue.Irreps(O3_e3nn, in1), cue.Irreps(O3_e3nn, in2), cue.Irreps(O3_e3nn, out),
+            layout=cue.mul_ir, shared_weights=False, internal_weights=False, device=device,
+        )
+        return m, m.weight_numel
+    from mlip.kernels import TensorProduct
+
+    m = TensorProduct(in1, in2, out, mode=mode, backend=impl)
+    return m.to(device), m.weight_numel
+
+
+def measure(impl, L, mode, kind, N, C, device, cap) -> dict:
+    in1 = irreps_upto(L, C)
+    in2 = irreps_upto(L, 1) if mode == "channelwise" else irreps_upto(L, C)
+    out = irreps_upto(L if kind == "model" else 2 * L, C)
+    t0 = time.perf_counter()
+    m, numel = build(impl, in1, in2, out, mode, device)
+    build_s = time.perf_counter() - t0
+    g = torch.Generator(device="cpu").manual_seed(0)
+    from e3nn import o3
+
+    x1 = torch.randn(N, o3.Irreps(in1).dim, generator=g).to(device).requires_grad_()
+    x2 = torch.randn(N, o3.Irreps(in2).dim, generator=g).to(device).requires_grad_()
+    w = torch.randn(N, numel, generator=g).to(device).requires_grad_()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def fwd():
+        with torch.no_grad():
+            m(x1, x2, w)
+        sync()
+
+    def fb():
+        y = m(x1, x2, w)
+        torch.autograd.grad(y.square().sum(), (x1, x2, w))
+        sync()
+
+    row = {"impl": impl, "L": L, "mode": mode, "kind": kind, "weight_numel": numel, "build_s": build_s}
+    row["fwd"] = time_call(fwd, cap)
+    row["fb"] = time_call(fb, cap)
+    return row
+
+
+def fmt(entry) -> str:
+    if entry is None:
+        return "–"
+    if "skipped" in entry:
+        return f"skipped ({entry['skipped']})"
+    s = f"{entry['ms']:,.1f}" if entry["ms"] < 100 else f"{entry['ms']:,.0f}"
+    return s + (f" ({entry['note']})" if "note" in entry else "")
+
+
+def table(rows, impls, mode, kind, key) -> str:
+    by = {(r["impl"], r["L"]): r for r in rows if r["mode"] == mode and r["kind"] == kind}
+    Ls = sorted({r["L"] for r in rows if r["mode"] == mode and r["kind"] == kind})
+    head = "| L | " + " | ".join(impls) + " | " + " | ".join(f"e3nn / {b}" for b in impls if b != "e3nn") + " |"
+    lines = [head, "|" + "---|" * (1 + len(impls) + len(impls) - 1)]
+    for L in Ls:
+        cells = [fmt(by.get((i, L), {}).get(key)) for i in impls]
+        ref = by.get(("e3nn", L), {}).get(key)
+        ratios = []
+        for i in impls:
+            if i == "e3nn":
+                continue
+            e = by.get((i, L), {}).get(key)
+            ok = ref and e and "ms" in ref and "ms" in e
+            ratios.append(f"{ref['ms'] / e['ms']:.2f}x" if ok else "–")
+        lines.append(f"| {L} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows, impls, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    combos = [(m, k) for m in ("channelwise", "elementwise") for k in ("model", "full")]
+    fig, axes = plt.subplots(2, 4, figsize=(18, 8), sharex=True)
+    for col, (mode, kind) in enumerate(combos):
+        for r_i, key in enumerate(("fwd", "fb")):
+            ax = axes[r_i, col]
+            for impl in impls:
+                pts = [
+                    (r["L"], r[key]["ms"])
+                    for r in rows
+                    if r["impl"] == impl and r["mode"] == mode and r["kind"] == kind and "ms" in r.get(key, {})
+                ]
+                if pts:
+                    ax.plot(*zip(*pts), marker="o", label=impl)
+            ax.set_yscale("log")
+            ax.set_title(f"{mode}, out<= {'L' if kind == 'model' else '2L'}, {'forward' if key == 'fwd' else 'fwd+bwd'}")
+            ax.set_xlabel("L")
+            ax.set_ylabel("ms")
+            ax.grid(alpha=0.3)
+    axes[0, 0].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_readme_section(name: str, text: str) -> None:
+    readme = HERE / "README.md"
+    content = readme.read_text() if readme.exists() else "# Benchmarks\n"
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{text}\n{end}"
+    if start in content and end in content:
+        pre, rest = content.split(start, 1)
+        post = rest.split(end, 1)[1]
+        content = pre + block + post
+    else:
+        content = content.rstrip() + "\n\n" + block + "\n"
+    tmp = readme.with_suffix(".md.tmp")
+    tmp.write_text(content)
+    os.replace(tmp, readme)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="L=1..3, N=1000: a smoke run in about a minute")
+    p.add_argument("--L", type=int, nargs="+", help="degrees to run (default 1..8, quick 1..3)")
+    p.add_argument("--N", type=int, help="samples per call (default 10000, quick 1000)")
+    p.add_argument("--C", type=int, default=32, help="channels (default 32)")
+    p.add_argument("--backends", nargs="+", default=["cg", "gaunt", "grid", "cp"], help="mlip backends to time")
+    p.add_argument("--modes", nargs="+", default=["channelwise", "elementwise"])
+    p.add_argument("--kinds", nargs="+", default=["model", "full"], help="model: out<=L; full: out<=2L")
+    p.add_argument("--no-e3nn", action="store_true", help="skip the e3nn reference")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--cap", type=float, default=60.0, help="seconds: one call longer than this ends the sweep of that case")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--no-readme", action="store_true", help="do not rewrite benchmarks/README.md")
+    p.add_argument("--out", type=Path, help="JSON output path")
+    args = p.parse_args(argv)
+    Ls = args.L or ([1, 2, 3] if args.quick else list(range(1, 9)))
+    N = args.N or (1000 if args.quick else 10_000)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    impls = list(args.backends) + ([] if args.no_e3nn else ["e3nn"])
+    try:
+        import cuequivariance_torch  # noqa: F401
+
+        impls.append("cueq")
+    except ImportError:
+        pass
+    rows = []
+    for mode in args.modes:
+        for kind in args.kinds:
+            for impl in impls:
+                if impl == "cueq" and mode != "channelwise":
+                    continue
+                hist: list[float] = []
+                for L in Ls:
+                    if len(hist) >= 2 and hist[-1] * hist[-1] / hist[-2] > args.cap * 1e3:
+                        est = hist[-1] * hist[-1] / hist[-2] / 1e3
+                        rows.append({"impl": impl, "L": L, "mode": mode, "kind": kind,
+                                     "fwd": {"skipped": f"est. {est:.0f} s/call"}, "fb": {"skipped": f"est. {est:.0f} s/call"}})
+                        continue
+                    if hist and hist[-1] > args.cap * 1e3:
+                        rows.append({"impl": impl, "L": L, "mode": mode, "kind": kind,
+                                     "fwd": {"skipped": "previous L over cap"}, "fb": {"skipped": "previous L over cap"}})
+                        continue
+                    try:
+                        r = measure(impl, L, mode, kind, N, args.C, device, args.cap)
+                    except (RuntimeError, MemoryError) as exc:  # e.g. out of memory
+                        r = {"impl": impl, "L": L, "mode": mode, "kind": kind,
+                             "fwd": {"skipped": type(exc).__name__}, "fb": {"skipped": str(exc)[:60]}}
+                        hist.append(float("inf"))
+                        rows.append(r)
+                        continue
+                    rows.append(r)
+                    hist.append(r["fb"]["ms"])
+                    print(f"{mode:11s} {kind:5s} L={L} {impl:5s} fwd {fmt(r['fwd']):>12s} ms   f+b {fmt(r['fb']):>12s} ms", flush=True)
+    meta = {
+        "N": N, "C": args.C, "dtype": "float32", "device": str(device), "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "python": platform.python_version(), "machine": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    if device.type == "cuda":
+        meta["gpu"] = torch.cuda.get_device_name()
+    try:
+        import e3nn
+
+        meta["e3nn"] = e3nn.__version__
+    except ImportError:
+        pass
+    tag = "tp-quick" if args.quick else "tp"
+    if device.type == "cuda":
+        tag += "-cuda"
+    out = args.out or HERE / "results" / f"{tag}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    png = out.with_suffix(".png")
+    plot(rows, impls, png)
+    parts = [
+        f"## Tensor products ({'quick run' if args.quick else 'full sweep'}, {device.type})",
+        "",
+        f"N = {N:,} samples, C = {args.C} channels, float32, per-sample weights; {meta['threads']} threads; "
+        f"torch {meta['torch']}, e3nn {meta.get('e3nn', '-')}; {meta['date']}; {meta.get('gpu', meta['machine'])}. "
+        "Times in ms (median after warm-up); the ratio columns are e3nn's time over each backend's "
+        "(> 1 means faster than e3nn), measured in the same run.",
+        "",
+        f"Reproduce: `python benchmarks/tp.py{' --quick' if args.quick else ''}` "
+        f"(JSON: `benchmarks/results/{out.name}`, plot: `benchmarks/results/{png.name}`).",
+        "",
+        f"![tp benchmark](results/{png.name})",
+    ]
+    for mode in args.modes:
+        for kind in args.kinds:
+            for key, label in (("fwd", "forward"), ("fb", "forward + backward")):
+                parts += ["", f"**{mode}, outputs up to {'L' if kind == 'model' else '2L'}, {label}**", "",
+                          table(rows, impls, mode, kind, key)]
+    if not args.no_readme:
+        write_readme_section("tp" + ("-cuda" if device.type == "cuda" else ""), "\n".join(parts))
+    print(f"wrote {out} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
