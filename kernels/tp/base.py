@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from e3nn import o3
 
-from ..irreps import channel_dim, gather_index
+from ..irreps import channel_dim, channel_layout, gather_index
 
 __all__ = ["TPSpec", "TPBackend", "MODES"]
 
@@ -89,7 +89,7 @@ class TPBackend(torch.nn.Module):
 
     def to_channels(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Multiplicity-major inputs -> channel layout ``[N, C, d1]``, ``[N, C2, d2]``."""
-        return x1[:, self.const("idx1", x1)], x2[:, self.const("idx2", x2)]
+        return channel_layout(x1, self.spec.irs1, self.spec.channels), channel_layout(x2, self.spec.irs2, self.spec.channels2)
 
     def extra_repr(self) -> str:
         s = self.spec

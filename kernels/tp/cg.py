@@ -55,9 +55,10 @@ class CGBackend(TPBackend):
     # -- channelwise -------------------------------------------------------------------
     def _build_channelwise(self, off1, off2) -> None:
         s = self.spec
-        C, d2 = s.channels, s.d2
-        # One group per (i1, i3): its paths differ only in i2 and share a = 2l1+1, b3 = 2l3+1.
-        self.groups = []  # (i1, i3, a, b3, n_q, const names)
+        d2 = s.d2
+        # One group per (i3, i1): its paths differ only in i2 and share a = 2l1+1, b3 = 2l3+1.
+        self.groups = []  # (i1, i3, a, b3, n_q, const name)
+        order = []
         for i3, ir3 in enumerate(s.irs3):
             for i1, ir1 in enumerate(s.irs1):
                 ks = [k for k, p in enumerate(self.paths) if p.i1 == i1 and p.i3 == i3]
@@ -70,59 +71,54 @@ class CGBackend(TPBackend):
                     g[off2[p.i2] : off2[p.i2 + 1], q] = p.coeff.transpose(1, 0, 2)
                 name = f"g_{i1}_{i3}"
                 self.add_const(name, g.reshape(d2, -1))
-                self.add_const(name + "_k", torch.tensor(ks, dtype=torch.long))
                 self.groups.append((i1, i3, a, b3, len(ks), name))
-        self.off1 = [int(o) * C for o in off1]
+                order += ks
+        # weights reordered once so that each group's paths are contiguous (one gather, then views)
+        self.add_const("order", torch.tensor(order, dtype=torch.long))
 
     def _forward_channelwise(self, x1, x2, w):
         s = self.spec
         n, C = x1.shape[0], s.channels
-        wv = w.view(w.shape[0], len(self.paths), C)
-        outs = [None] * len(s.irs3)
-        for i1, i3, a, b3, nq, name in self.groups:
+        blocks = x1.split([C * ir.dim for ir in s.irs1], dim=1)
+        wv = w.view(w.shape[0], len(self.paths), C).index_select(1, self.const("order", x1))
+        wgroups = wv.transpose(1, 2).split([g[4] for g in self.groups], dim=2)  # [N|1, C, nq] each
+        outs: list = [None] * len(s.irs3)
+        for (i1, i3, a, b3, nq, name), wq in zip(self.groups, wgroups):
             # M[n, (q, i), k] = sum_j x2[n, j] CG_q[i, j, k]: once per sample, not per channel
             m = (x2 @ self.const(name, x2)).view(n, nq * a, b3)
-            xb = x1[:, self.off1[i1] : self.off1[i1] + C * a].view(n, C, 1, a)
-            wq = wv.index_select(1, self.const(name + "_k", wv)).transpose(1, 2)  # [N|1, C, nq]
-            xw = (xb * wq.unsqueeze(-1)).reshape(n, C, nq * a)
+            xw = (blocks[i1].view(n, C, 1, a) * wq.unsqueeze(-1)).reshape(n, C, nq * a)
             outs[i3] = torch.bmm(xw, m) if outs[i3] is None else torch.baddbmm(outs[i3], xw, m)
-        return from_channels(torch.cat(outs, dim=2), s.irs3)
+        return from_channels(outs, s.irs3)
 
     # -- elementwise -------------------------------------------------------------------
     def _build_elementwise(self, off1, off2) -> None:
         s = self.spec
-        self.pairs = []  # (i1, i2, a, b, [(path k, i3, col start, dim)])
+        self.pairs = []  # (const name, i1, i2, a, b, [(path k, i3, width)])
         for i1, ir1 in enumerate(s.irs1):
             for i2, ir2 in enumerate(s.irs2):
                 ps = [(k, p) for k, p in enumerate(self.paths) if p.i1 == i1 and p.i2 == i2]
                 if not ps:
                     continue
                 a, b = ir1.dim, ir2.dim
-                width = sum(2 * p.l3 + 1 for _, p in ps)
-                cgm = np.zeros((a * b, width))
-                entries = []
-                c = 0
-                for k, p in ps:
-                    cgm[:, c : c + 2 * p.l3 + 1] = p.coeff.reshape(a * b, 2 * p.l3 + 1)
-                    entries.append((k, p.i3, c, 2 * p.l3 + 1))
-                    c += 2 * p.l3 + 1
+                cgm = np.concatenate([p.coeff.reshape(a * b, 2 * p.l3 + 1) for _, p in ps], axis=1)
                 name = f"cg_{i1}_{i2}"
                 self.add_const(name, cgm)
-                self.pairs.append((name, slice(off1[i1], off1[i1 + 1]), slice(off2[i2], off2[i2 + 1]), a, b, entries))
+                self.pairs.append((name, i1, i2, a, b, [(k, p.i3, 2 * p.l3 + 1) for k, p in ps]))
 
     def _forward_elementwise(self, x1, x2, w):
         s = self.spec
         n, C = x1.shape[0], s.channels
-        wv = w.view(w.shape[0], len(self.paths), C, 1)
+        b1 = x1.split([C * ir.dim for ir in s.irs1], dim=1)
+        b2 = x2.split([C * ir.dim for ir in s.irs2], dim=1)
+        wp = w.view(w.shape[0], len(self.paths), C, 1).unbind(1)
         outs: list = [None] * len(s.irs3)
-        for name, s1, s2, a, b, entries in self.pairs:
-            x1b = x1[:, s1.start * C : s1.stop * C].view(n, C, a, 1)
-            x2b = x2[:, s2.start * C : s2.stop * C].view(n, C, 1, b)
-            y = (x1b * x2b).view(n, C, a * b) @ self.const(name, x1)  # [N, C, sum of 2l3+1]
-            for k, i3, c0, dim in entries:
-                t = y[:, :, c0 : c0 + dim] * wv[:, k]
+        for name, i1, i2, a, b, entries in self.pairs:
+            outer = b1[i1].view(n, C, a, 1) * b2[i2].view(n, C, 1, b)
+            y = outer.view(n, C, a * b) @ self.const(name, x1)  # [N, C, sum of 2l3+1]
+            for (k, i3, _), yk in zip(entries, y.split([e[2] for e in entries], dim=2)):
+                t = yk * wp[k]
                 outs[i3] = t if outs[i3] is None else outs[i3] + t
-        return from_channels(torch.cat(outs, dim=2), s.irs3)
+        return from_channels(outs, s.irs3)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self.spec.mode == "channelwise":

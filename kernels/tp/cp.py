@@ -17,8 +17,8 @@ Factors are deterministic: at ``rank >= full_rank`` (the number of non-zero fibr
 from a fixed seed. They are cached in the user cache directory (``MLIP_CACHE_DIR`` overrides
 it), keyed by irreps, rank and algorithm version, written atomically.
 
-Default rank: ``7 L^2`` (the quadratic schedule of the reference code; L the largest degree),
-capped at the full rank.
+Default rank: ``7 L^2`` (the quadratic schedule of the reference code; L the largest input
+degree), capped at the full rank.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ class CPBackend(TPBackend):
             raise ValueError(f"irreps_out: no path of {spec.irreps_in1} x {spec.irreps_in2} produces {missing}")
         T = cg_tensor(spec)
         self.full_rank = int((np.abs(T).sum(axis=2) > 0).sum())
-        L = max(ir.l for ir in (*spec.irs1, *spec.irs2, *spec.irs3))
+        L = max(ir.l for ir in (*spec.irs1, *spec.irs2))
         if rank is None:
             rank = min(self.full_rank, max(1, 7 * L * L))
         elif rank == "full":

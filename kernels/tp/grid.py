@@ -59,6 +59,20 @@ class GridBackend(SphericalProductBackend):
         self.add_const("E1", y1.T.copy())  # [d1, P]
         self.add_const("E2", y2.T.copy())
         self.add_const("P3", (y3 * w[:, None]))  # [P, d3]
+        # per-degree values of input 2: E2deg[j, (l2, q)] = E2[j, q] if j has degree index l2
+        S2 = self._const64["S2"].numpy()
+        self.add_const("E2deg", (S2.T[:, :, None] * y2.T[:, None, :]).reshape(y2.shape[1], -1))
+
+    def _values2(self, x2, w2, mask):
+        if self.spec.mode != "channelwise":
+            return super()._values2(x2, w2, mask)
+        # x2 has one channel: evaluate each degree once per sample, then mix per channel
+        x2 = x2.squeeze(1)
+        if mask is not None:
+            x2 = x2 * mask
+        g = (x2 @ self.const("E2deg", x2)).view(x2.shape[0], len(self.spec.irs2), -1)  # [N, n2, P]
+        n, C = x2.shape[0], self.spec.channels
+        return torch.matmul(w2, g).reshape(n * C, -1) if w2.shape[0] == n else (w2 @ g).reshape(n * C, -1)
 
     @property
     def num_points(self) -> int:

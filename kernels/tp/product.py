@@ -66,9 +66,15 @@ class SphericalProductBackend(TPBackend):
         self.class_pairs = [
             (a, b) for a in sorted(cls(spec.irs1)) for b in sorted(cls(spec.irs2)) if a * b in cls(spec.irs3)
         ]
-        # degree index of each component (for expanding per-irrep weights), per side
+        # 0/1 matrices expanding per-irrep weights to components (a matmul is far faster
+        # than an index_select along a strided last dimension)
         for side, irs in (("1", spec.irs1), ("2", spec.irs2), ("3", spec.irs3)):
-            self.add_const(f"deg{side}", torch.cat([torch.full((ir.dim,), i) for i, ir in enumerate(irs)]))
+            S = np.zeros((len(irs), sum(ir.dim for ir in irs)))
+            o = 0
+            for i, ir in enumerate(irs):
+                S[i, o : o + ir.dim] = 1.0
+                o += ir.dim
+            self.add_const(f"S{side}", S)
             for s in (1, -1):
                 mask = np.concatenate([np.full(ir.dim, parity_class(ir) == s, dtype=float) for ir in irs])
                 self.add_const(f"mask{side}_{s}", mask)
@@ -83,26 +89,32 @@ class SphericalProductBackend(TPBackend):
     def _from_values(self, h: torch.Tensor) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
+    def _values2(self, x2: torch.Tensor, w2: torch.Tensor, mask) -> torch.Tensor:
+        """Grid values ``[N*C, P]`` of the channel-weighted second input. Subclasses may
+        override for the channelwise case (one channel of x2, weights per channel)."""
+        x2w = x2 * (w2 @ self.const("S2", x2))
+        if mask is not None:
+            x2w = x2w * mask
+        n, C = w2.shape[0] if w2.shape[0] > x2.shape[0] else x2.shape[0], self.spec.channels
+        x2w = x2w.expand(n, C, -1)
+        return self._to_values(x2w.reshape(n * C, -1), "2")
+
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         s = self.spec
         n, C = x1.shape[0], s.channels
         n1, n2 = len(s.irs1), len(s.irs2)
         x1c, x2c = self.to_channels(x1, x2)  # [N, C, d1], [N, C|1, d2]
         w = weight.view(weight.shape[0], -1, C).transpose(1, 2)  # [N|1, C, n1+n2+n3]
-        w1 = w[:, :, :n1].index_select(2, self.const("deg1", x1))
-        w2 = w[:, :, n1 : n1 + n2].index_select(2, self.const("deg2", x1))
-        w3 = w[:, :, n1 + n2 :].index_select(2, self.const("deg3", x1))
-        x1w = x1c * w1
-        x2w = x2c * w2  # channelwise: [N, 1, d2] * [N, C, d2] -> [N, C, d2]
-        if x2w.shape[0] != n:
-            x2w = x2w.expand(n, -1, -1)
+        w1, w2, w3 = w[:, :, :n1], w[:, :, n1 : n1 + n2], w[:, :, n1 + n2 :]
+        x1w = x1c * (w1 @ self.const("S1", x1))
+        single = len(self.class_pairs) == 1
         out = None
         for s1, s2 in self.class_pairs:
-            a = x1w if len(self.class_pairs) == 1 else x1w * self.const(f"mask1_{s1}", x1)
-            b = x2w if len(self.class_pairs) == 1 else x2w * self.const(f"mask2_{s2}", x1)
-            h = self._to_values(a.reshape(n * C, -1), "1") * self._to_values(b.reshape(n * C, -1), "2")
+            a = x1w if single else x1w * self.const(f"mask1_{s1}", x1)
+            f2 = self._values2(x2c, w2, None if single else self.const(f"mask2_{s2}", x1))
+            h = self._to_values(a.reshape(n * C, -1), "1") * f2
             y = self._from_values(h).view(n, C, -1)
-            if len(self.class_pairs) > 1:
+            if not single:
                 y = y * self.const(f"mask3_{s1 * s2}", x1)
             out = y if out is None else out + y
-        return from_channels(out * w3, s.irs3)
+        return from_channels(out * (w3 @ self.const("S3", x1)), s.irs3)
