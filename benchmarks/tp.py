@@ -36,11 +36,14 @@ def irreps_upto(L: int, mul: int) -> str:
     return "+".join(f"{mul}x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(L + 1))
 
 
+CLOCK = time.perf_counter
+
+
 def time_call(fn, cap: float, repeats: int = 5, warmup: int = 2) -> dict:
     """Median time (ms) of ``fn()`` with warm-up; a call longer than ``cap`` s is timed alone."""
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     fn()
-    first = time.perf_counter() - t0
+    first = CLOCK() - t0
     if first > cap:
         return {"ms": first * 1e3, "n": 1, "note": "1 cold call"}
     if first < 10:  # slow calls are their own warm-up
@@ -49,9 +52,9 @@ def time_call(fn, cap: float, repeats: int = 5, warmup: int = 2) -> dict:
     times = []
     budget = time.perf_counter() + cap
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fn()
-        times.append(time.perf_counter() - t0)
+        times.append(CLOCK() - t0)
         if time.perf_counter() > budget:
             break
     return {"ms": statistics.median(times) * 1e3, "n": len(times)}
@@ -203,11 +206,18 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--cap", type=float, default=60.0, help="seconds: one call longer than this ends the sweep of that case")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                   help="wall: elapsed time; cpu: this process's CPU time with 1 thread, robust when "
+                   "other jobs share the machine (times then are single-thread times)")
     p.add_argument("--no-readme", action="store_true", help="do not rewrite benchmarks/README.md")
     p.add_argument("--out", type=Path, help="JSON output path")
     args = p.parse_args(argv)
     Ls = args.L or ([1, 2, 3] if args.quick else list(range(1, 9)))
     N = args.N or (1000 if args.quick else 10_000)
+    global CLOCK
+    if args.clock == "cpu":
+        CLOCK = time.process_time
+        args.threads = 1
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -247,7 +257,7 @@ def main(argv=None) -> int:
                     hist.append(r["fb"]["ms"])
                     print(f"{mode:11s} {kind:5s} L={L} {impl:5s} fwd {fmt(r['fwd']):>12s} ms   f+b {fmt(r['fb']):>12s} ms", flush=True)
     meta = {
-        "N": N, "C": args.C, "dtype": "float32", "device": str(device), "threads": torch.get_num_threads(),
+        "N": N, "C": args.C, "dtype": "float32", "clock": args.clock, "device": str(device), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "python": platform.python_version(), "machine": platform.processor() or platform.machine(),
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -270,12 +280,13 @@ def main(argv=None) -> int:
     parts = [
         f"## Tensor products ({'quick run' if args.quick else 'full sweep'}, {device.type})",
         "",
-        f"N = {N:,} samples, C = {args.C} channels, float32, per-sample weights; {meta['threads']} threads; "
+        f"N = {N:,} samples, C = {args.C} channels, float32, per-sample weights; {meta['threads']} thread(s), "
+        f"{'CPU time of the process (the machine was shared with other jobs)' if args.clock == 'cpu' else 'wall-clock time'}; "
         f"torch {meta['torch']}, e3nn {meta.get('e3nn', '-')}; {meta['date']}; {meta.get('gpu', meta['machine'])}. "
         "Times in ms (median after warm-up); the ratio columns are e3nn's time over each backend's "
         "(> 1 means faster than e3nn), measured in the same run.",
         "",
-        f"Reproduce: `python benchmarks/tp.py{' --quick' if args.quick else ''}` "
+        f"Reproduce: `python benchmarks/tp.py{' --quick' if args.quick else ''}{' --clock cpu' if args.clock == 'cpu' else ''}` "
         f"(JSON: `benchmarks/results/{out.name}`, plot: `benchmarks/results/{png.name}`).",
         "",
         f"![tp benchmark](results/{png.name})",
