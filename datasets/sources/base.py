@@ -1,0 +1,158 @@
+"""What every source reader shares: options, units of work, file expansion.
+
+A source reads its files in a fixed order and yields :class:`Unit` objects:
+the structures from one source record (a PubChemQCR molecule, an OC20 frame
+or LMDB entry), the errors met in it, and a cursor saying where reading
+would resume after it. Converters cut shards only between units, so a
+completed shard's last cursor is an exact resume point.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import BadDataError
+from ..references import ElementEnergies
+from ..structure import Structure
+
+
+@dataclass
+class SourceOptions:
+    """Conversion options (each applies to the formats named).
+
+    Attributes:
+        stage: pubchemqcr stage, ``pm3``, ``hf``, ``DFT_1st``, ``DFT_2nd`` or ``all``.
+        subtract_reference: oc20 extxyz: subtract the ``.txt`` per-frame
+            reference energy (adsorption energy) instead of keeping the total.
+        element_energies: any format: per-element energies subtracted from
+            each structure's energy (isolated atoms, OC22 linear reference).
+        energy_key, forces_key, stress_key: extxyz/oc20 extxyz: the info /
+            array names to read; ``None`` searches the usual names.
+        pbc: extxyz: ``auto`` keeps what ASE reads (a ``Lattice`` without a
+            ``pbc`` key means periodic; a warning is counted), ``none`` forces
+            non-periodic (cell kept), ``all`` forces periodic.
+        trajectory_key: extxyz: ``frame`` (each frame its own trajectory),
+            ``file`` (one trajectory per file) or an info key holding an id.
+        level_of_theory: overrides the level of theory recorded in the output.
+    """
+
+    stage: str = "DFT_1st"
+    subtract_reference: bool = False
+    element_energies: ElementEnergies | None = None
+    energy_key: str | None = None
+    forces_key: str | None = None
+    stress_key: str | None = None
+    pbc: str = "auto"
+    trajectory_key: str = "frame"
+    level_of_theory: str | None = None
+
+    def fingerprint(self) -> dict:
+        """JSON-able summary used to check that a resumed run matches."""
+        d = {k: getattr(self, k) for k in ("stage", "subtract_reference", "energy_key", "forces_key",
+                                            "stress_key", "pbc", "trajectory_key", "level_of_theory")}
+        d["element_energies"] = None if self.element_energies is None else self.element_energies.to_json()
+        return d
+
+
+@dataclass
+class Unit:
+    """The result of reading one source record.
+
+    Attributes:
+        cursor: JSON-able position after this record (``{"file": i, "n": k, ...}``).
+        structures: good structures, in source order.
+        errors: problems met (whole record or single steps); ``fatal`` ones
+            end the file.
+    """
+
+    cursor: dict
+    structures: list = field(default_factory=list)
+    errors: list = field(default_factory=list)
+
+
+class Source:
+    """Base class of the source readers.
+
+    Args:
+        paths: files, or directories searched with the class's ``patterns``.
+        options: :class:`SourceOptions`.
+
+    Raises:
+        BadDataError: for a missing path or a directory without source files.
+    """
+
+    format = "?"
+    patterns: tuple = ()
+    level_of_theory = "unknown"
+
+    def __init__(self, paths, options: SourceOptions | None = None):
+        self.options = options or SourceOptions()
+        self.files = expand_paths(paths, self.patterns)
+
+    # -- metadata ------------------------------------------------------------
+    def stage_names(self) -> list[str]:
+        """Names of the stage codes this source writes."""
+        return [""]
+
+    def energy_reference(self) -> str:
+        """Description of the energy reference of the converted energies."""
+        ref = "total energy"
+        if self.options.element_energies is not None:
+            ref += f" minus per-element energies from {Path(self.options.element_energies.source).name}"
+        return ref
+
+    def attrs(self) -> dict:
+        """Root attributes describing the converted data."""
+        ee = self.options.element_energies
+        return {
+            "level_of_theory": self.options.level_of_theory or self.level_of_theory,
+            "energy_reference": self.energy_reference(),
+            "source": self.format,
+            "source_files": json.dumps([str(p) for p in self.files]),
+            "stage_names": json.dumps(self.stage_names()),
+            "element_energies": "{}" if ee is None else ee.to_json(),
+        }
+
+    # -- reading -------------------------------------------------------------
+    def iter_units(self, cursor: dict | None = None) -> Iterator[Unit]:
+        """Units of all files in order, starting after ``cursor`` if given."""
+        for i, path in enumerate(self.files):
+            if cursor is not None and i < cursor["file"]:
+                continue
+            state = cursor if cursor is not None and cursor["file"] == i else None
+            yield from self.iter_file(i, path, state)
+
+    def iter_file(self, index: int, path: Path, state: dict | None) -> Iterator[Unit]:
+        """Units of one file, resuming after ``state`` (a cursor) if given."""
+        raise NotImplementedError
+
+    def subtract_element_energies(self, path, where: str, s: Structure) -> Structure:
+        """Apply the optional per-element reference to ``s`` (in place)."""
+        ee = self.options.element_energies
+        if ee is not None:
+            try:
+                s.energy -= ee.energy(s.atomic_numbers)
+            except KeyError as exc:
+                raise BadDataError(path, where, f"missing reference energy: {exc.args[0]}") from None
+        return s
+
+
+def expand_paths(paths, patterns: tuple) -> list[Path]:
+    """Files from ``paths``; directories are searched (sorted) with ``patterns``."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir() and not (p / "data.mdb").exists():
+            found = sorted({q for pat in patterns for q in p.glob(pat)})
+            if not found:
+                raise BadDataError(p, "", f"no source files matching {list(patterns)} in directory")
+            out += found
+        elif p.exists():
+            out.append(p)
+        else:
+            raise BadDataError(p, "", "no such file or directory")
+    return out

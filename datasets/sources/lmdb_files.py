@@ -1,0 +1,82 @@
+"""Opening and walking source LMDB files safely.
+
+LMDB maps the file into memory; reading a page past the end of a truncated
+file would kill the process with SIGBUS. :func:`open_lmdb` therefore compares
+the file size with the page count the LMDB header claims before any read.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import lmdb
+
+from ..errors import BadDataError
+
+
+def open_lmdb(path: str | Path) -> lmdb.Environment:
+    """Open an LMDB file (or a directory holding ``data.mdb``) read-only, lock-free.
+
+    Raises:
+        BadDataError (fatal): if it is not an LMDB file, or is truncated.
+    """
+    path = Path(path)
+    subdir = path.is_dir()
+    data_file = path / "data.mdb" if subdir else path
+    try:
+        env = lmdb.open(str(path), subdir=subdir, readonly=True, lock=False, readahead=False,
+                        meminit=False, max_readers=1)
+    except lmdb.Error as exc:
+        raise BadDataError(path, "", f"not a readable LMDB file (corrupt or wrong format): {exc}", fatal=True) from exc
+    need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    have = os.path.getsize(data_file)
+    if have < need:
+        env.close()
+        raise BadDataError(path, "", f"truncated LMDB file: header needs {need} bytes, file has {have}", fatal=True)
+    return env
+
+
+def count_entries(path: str | Path) -> int:
+    """Number of entries of an LMDB file."""
+    env = open_lmdb(path)
+    try:
+        return env.stat()["entries"]
+    finally:
+        env.close()
+
+
+def iter_lmdb(path: Path, state: dict | None, skip_keys=()) -> Iterator[tuple[int, bytes, bytes]]:
+    """``(n, key, value)`` for the entries of an LMDB file in key order.
+
+    ``n`` counts entries from the start of the file (skipped keys excluded).
+    With ``state`` (a cursor ``{"n": ..., "key": hex}``) reading resumes after
+    that key.
+
+    Raises:
+        BadDataError (fatal): if the file cannot be opened or read.
+    """
+    env = open_lmdb(path)
+    n = 0
+    try:
+        with env.begin(buffers=False) as txn:
+            cur = txn.cursor()
+            if state is not None and state.get("key") is not None:
+                last = bytes.fromhex(state["key"])
+                n = int(state["n"])
+                ok = cur.set_range(last)
+                if ok and cur.key() == last:
+                    ok = cur.next()
+            else:
+                ok = cur.first()
+            while ok:
+                key, value = cur.item()
+                if key not in skip_keys:
+                    n += 1
+                    yield n, key, value
+                ok = cur.next()
+    except lmdb.Error as exc:
+        raise BadDataError(path, f"entry {n}", f"corrupt LMDB file: {exc}", fatal=True) from exc
+    finally:
+        env.close()

@@ -1,0 +1,93 @@
+"""LMDB files of pickled torch-geometric ``Data`` (OC20 / OC22 preprocessed form).
+
+Keys are ASCII integers (``b"0"``, ``b"1"``, ...; a ``b"length"`` key may hold
+the entry count and is skipped); values are pickled ``Data`` objects read with
+the restricted unpickler of :mod:`.safe_pickle` (``Data``, its storage
+classes, torch tensors and numpy arrays only). ``Data`` pickled by PyG 1.x
+(attributes in ``__dict__``, no ``_store``) is read too.
+
+Fields used: ``pos`` (N, 3) Å, ``atomic_numbers`` (N,), ``natoms``, ``cell``
+(1, 3, 3) Å, ``y`` (or ``energy``) eV, ``force`` (or ``forces``) (N, 3) eV/Å,
+``tags``, ``fixed``, ``sid``, ``fid``, optional ``pbc`` (default: periodic in
+all three directions, as in the VASP slab calculations).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..errors import BadDataError
+from ..structure import checked_structure
+from .base import Unit
+from .lmdb_files import iter_lmdb
+from .safe_pickle import safe_loads
+
+_ALIASES = {"energy": ("y", "energy"), "forces": ("force", "forces")}
+
+
+def data_fields(obj) -> dict:
+    """The fields of an unpickled ``Data`` (PyG 2.x or 1.x) or plain dict, as numpy / Python values."""
+    if isinstance(obj, dict):
+        raw = obj
+    elif "_store" in getattr(obj, "__dict__", {}):
+        raw = obj.to_dict()
+    elif hasattr(obj, "__dict__"):
+        raw = {k: v for k, v in obj.__dict__.items() if v is not None}
+    else:
+        raise TypeError(type(obj).__name__)
+    out = {}
+    for k, v in raw.items():
+        out[k] = v.detach().cpu().numpy() if hasattr(v, "detach") else v
+    return out
+
+
+def _stable_id(v) -> int:
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    arr = np.asarray(v)
+    if arr.size == 1 and arr.dtype.kind in "iu":
+        return int(arr.reshape(()))
+    return int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "little") >> 1
+
+
+def iter_data_lmdb(source, index: int, path: Path, state: dict | None) -> Iterator[Unit]:
+    """Units of one Data LMDB for ``source`` (an OC20/OC22 source object)."""
+    try:
+        for n, key, value in iter_lmdb(path, state, skip_keys=(b"length",)):
+            unit = Unit({"file": index, "n": n, "key": key.hex()})
+            where = f"key {key.decode('ascii', 'replace')!r}"
+            try:
+                unit.structures.append(_structure(source, path, where, key, value, n - 1))
+            except BadDataError as err:
+                unit.errors.append(err)
+            yield unit
+    except BadDataError as err:
+        yield Unit({"file": index + 1, "n": 0}, errors=[err])
+
+
+def _structure(source, path, where, key: bytes, value: bytes, entry: int):
+    if not key.isdigit():
+        raise BadDataError(path, where, "bad key: expected an ASCII integer")
+    try:
+        fields = data_fields(safe_loads(value))
+    except pickle.UnpicklingError as exc:
+        raise BadDataError(path, where, f"corrupt value: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a corrupt pickle raises anything
+        raise BadDataError(path, where, f"corrupt value: cannot unpickle ({exc!r})") from None
+    get = {name: next((fields[a] for a in aliases if fields.get(a) is not None), None)
+           for name, aliases in _ALIASES.items()}
+    sid = fields.get("sid")
+    fid = fields.get("fid")
+    s = checked_structure(
+        path, where, positions=fields.get("pos"), atomic_numbers=fields.get("atomic_numbers"),
+        energy=get["energy"], forces=get["forces"], cell=fields.get("cell"),
+        pbc=fields.get("pbc", np.ones(3, bool)), natoms=fields.get("natoms"),
+        tags=fields.get("tags"), fixed=fields.get("fixed"),
+        trajectory_id=_stable_id(sid) if sid is not None else (index << 40) | entry,
+        frame_id=_stable_id(fid) if fid is not None else 0)
+    return source.subtract_element_energies(path, where, s)

@@ -1,0 +1,207 @@
+"""Builders of small source files in the real layouts, for tests and examples.
+
+Labels are real: ASE's EMT calculator (CO on Cu(111) relaxations, rattled
+bulk Cu with stress) or frames passed in (e.g. the rMD17 excerpt). The files
+are written with the same libraries and layouts as the originals: LMDB via
+``lmdb``, gzip + pickle values, pickled torch-geometric ``Data``, extxyz with
+OC20 ``.txt`` companions, ``.xz`` via ``lzma``.
+"""
+
+from __future__ import annotations
+
+import gzip
+import lzma
+import pickle
+from pathlib import Path
+
+import lmdb
+import numpy as np
+
+from .units import BOHR_ANGSTROM, HARTREE_EV
+from .writer import ShardWriter
+
+
+def emt_co_on_cu(steps: int = 12, seed: int = 0, size=(2, 2, 3)) -> list:
+    """Frames of a BFGS relaxation of CO on Cu(111) with EMT.
+
+    Returns ``ase.Atoms`` with a single-point calculator (energy eV, forces
+    eV/Å without constraints), OC20 tags (0 sub-surface, 1 surface,
+    2 adsorbate) and ``FixAtoms`` on the sub-surface layers.
+    """
+    from ase.build import add_adsorbate, fcc111, molecule
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.constraints import FixAtoms
+    from ase.optimize import BFGS
+
+    slab = fcc111("Cu", size=size, vacuum=7.0)
+    layer = slab.get_tags()
+    add_adsorbate(slab, molecule("CO"), 2.0, "ontop")
+    tags = np.array([1 if t == 1 else 0 for t in layer] + [2, 2])
+    slab.set_tags(tags)
+    rng = np.random.default_rng(seed)
+    slab.positions[tags > 0] += rng.normal(scale=0.08, size=((tags > 0).sum(), 3))
+    slab.set_constraint(FixAtoms(mask=tags == 0))
+    slab.calc = EMT()
+    frames = []
+
+    slab.info.pop("adsorbate_info", None)  # a dict; extxyz cannot store it
+
+    def record():
+        a = slab.copy()
+        a.calc = SinglePointCalculator(a, energy=slab.get_potential_energy(),
+                                       forces=slab.get_forces(apply_constraint=False))
+        frames.append(a)
+
+    opt = BFGS(slab, logfile=None)
+    opt.attach(record)
+    opt.run(fmax=1e-4, steps=steps - 1)
+    return frames[:steps]
+
+
+def emt_bulk_cu(n: int = 8, seed: int = 0) -> list:
+    """Rattled, strained bulk Cu (32 atoms) with EMT energy, forces and stress."""
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        a = bulk("Cu", cubic=True).repeat((2, 2, 2))
+        a.set_cell(a.cell.array @ (np.eye(3) + rng.normal(scale=0.01, size=(3, 3))), scale_atoms=True)
+        a.positions += rng.normal(scale=0.05, size=a.positions.shape)
+        a.calc = EMT()
+        e, f, s = a.get_potential_energy(), a.get_forces(), a.get_stress()
+        a.calc = SinglePointCalculator(a, energy=e, forces=f, stress=s)
+        out.append(a)
+    return out
+
+
+def write_oc20_extxyz(path: str | Path, systems: list, references: dict, compress: bool = False) -> Path:
+    """Write OC20 S2EF-style ``.extxyz[.xz]`` + ``.txt``.
+
+    Args:
+        path: ``name.extxyz`` (``.xz`` is appended when ``compress``).
+        systems: list of ``(sid, frames)``; frames are written in order with
+            ``fid`` = position in their list.
+        references: sid -> reference energy (eV) written to the ``.txt``.
+
+    Returns the path of the structure file.
+    """
+    import ase.io
+
+    path = Path(path)
+    txt = path.with_name(path.name.split(".")[0] + ".txt")
+    frames, lines = [], []
+    for sid, fr in systems:
+        for fid, a in enumerate(fr):
+            frames.append(a)
+            lines.append(f"random{sid},frame{fid},{references[sid]!r}\n")
+    ase.io.write(path, frames, format="extxyz")
+    if compress:
+        data = path.read_bytes()
+        path.unlink()
+        path = path.with_name(path.name + ".xz")
+        path.write_bytes(lzma.compress(data))
+    txt.write_text("".join(lines))
+    return path
+
+
+def atoms_to_data(atoms, sid: int, fid: int, energy: float | None = None):
+    """An OC20-LMDB-style ``Data`` for ``atoms`` (fields as in the S2EF LMDBs)."""
+    import torch
+    from ase.constraints import FixAtoms
+    from torch_geometric.data import Data
+
+    fixed = np.zeros(len(atoms))
+    for c in atoms.constraints:
+        if isinstance(c, FixAtoms):
+            fixed[c.index] = 1
+    return Data(
+        pos=torch.tensor(atoms.positions, dtype=torch.float32),
+        cell=torch.tensor(np.asarray(atoms.cell), dtype=torch.float32).view(1, 3, 3),
+        atomic_numbers=torch.tensor(atoms.numbers, dtype=torch.float32),
+        natoms=len(atoms),
+        tags=torch.tensor(atoms.get_tags(), dtype=torch.int64),
+        fixed=torch.tensor(fixed, dtype=torch.float32),
+        y=float(atoms.get_potential_energy() if energy is None else energy),
+        force=torch.tensor(atoms.get_forces(apply_constraint=False), dtype=torch.float32),
+        sid=sid,
+        fid=torch.tensor(fid),
+    )
+
+
+def write_lmdb(path: str | Path, items: dict, map_size: int = 1 << 30) -> Path:
+    """Write ``{key bytes: value bytes}`` to a single-file LMDB (``subdir=False``)."""
+    path = Path(path)
+    env = lmdb.open(str(path), subdir=False, map_size=map_size, lock=True)
+    with env.begin(write=True) as txn:
+        for k, v in items.items():
+            txn.put(k, v)
+    env.sync()
+    env.close()
+    lock = Path(str(path) + "-lock")
+    if lock.exists():
+        lock.unlink()
+    return path
+
+
+def write_data_lmdb(path: str | Path, datas: list, length_key: bool = True) -> Path:
+    """OC20/OC22-style LMDB: keys ``b"0"``, ``b"1"``...; values ``pickle.dumps(Data)``."""
+    items = {str(i).encode("ascii"): pickle.dumps(d, protocol=pickle.HIGHEST_PROTOCOL) for i, d in enumerate(datas)}
+    if length_key:
+        items[b"length"] = pickle.dumps(len(datas))
+    return write_lmdb(path, items)
+
+
+def pubchemqcr_steps(frames: list, with_charge: bool = True) -> list:
+    """PubChemQCR steps from labelled frames: Å coordinates, Hartree, Hartree/Bohr gradient."""
+    steps = []
+    for a in frames:
+        f = a.get_forces() if a.calc is not None else a.arrays["forces"]
+        e = a.get_potential_energy() if a.calc is not None else a.info["energy"]
+        coords, grad = [], []
+        for sym, z, p, g in zip(a.get_chemical_symbols(), a.numbers, a.positions, -f * BOHR_ANGSTROM / HARTREE_EV):
+            c = {"atom": sym, "x": float(p[0]), "y": float(p[1]), "z": float(p[2])}
+            d = {"atom": sym, "dx": float(g[0]), "dy": float(g[1]), "dz": float(g[2])}
+            if with_charge:
+                c["charge"] = d["charge"] = int(z)
+            coords.append(c)
+            grad.append(d)
+        steps.append({"coordinates": coords, "energy": float(e) / HARTREE_EV, "gradient": grad})
+    return steps
+
+
+def pubchemqcr_value(record: dict) -> bytes:
+    """Encode a PubChemQCR record as stored: ``gzip.compress(pickle.dumps(record))``."""
+    return gzip.compress(pickle.dumps(record))
+
+
+def write_pubchemqcr_lmdb(path: str | Path, records: dict) -> Path:
+    """Write ``{cid: {stage: steps or None}}`` as a PubChemQCR LMDB (keys 9-digit CIDs)."""
+    return write_lmdb(path, {f"{cid:09d}".encode(): pubchemqcr_value(r) for cid, r in records.items()})
+
+
+def write_synthetic_shard(path: str | Path, n_structures: int, natoms: int = 20, seed: int = 0,
+                          block: int = 50_000, **writer_kwargs) -> Path:
+    """A shard of random structures of ``natoms`` atoms each, written in columnar blocks.
+
+    Positions in a 10 Å box, forces ~N(0, 1) eV/Å, energies ~N(-100, 5) eV,
+    trajectory id = structure index // 10. For memory and speed tests.
+    """
+    rng = np.random.default_rng(seed)
+    with ShardWriter(path, attrs={"source": "synthetic"}, **writer_kwargs) as w:
+        for a in range(0, n_structures, block):
+            s = min(block, n_structures - a)
+            n = s * natoms
+            w.append_arrays(
+                positions=rng.random((n, 3), dtype=np.float32) * 10,
+                forces=rng.standard_normal((n, 3), dtype=np.float32),
+                atomic_numbers=rng.integers(1, 10, n, dtype=np.uint8),
+                natoms=np.full(s, natoms, np.int32),
+                energy=rng.normal(-100, 5, s),
+                trajectory_id=np.arange(a, a + s) // 10,
+                frame_id=np.arange(a, a + s) % 10,
+            )
+    return Path(path)
