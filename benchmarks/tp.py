@@ -211,6 +211,9 @@ def main(argv=None) -> int:
                    "other jobs share the machine (times then are single-thread times)")
     p.add_argument("--no-readme", action="store_true", help="do not rewrite benchmarks/README.md")
     p.add_argument("--out", type=Path, help="JSON output path")
+    p.add_argument("--from-json", type=Path, nargs="+", metavar="JSON",
+                   help="measure nothing: merge these result files (e.g. runs split by --modes) and "
+                   "write the table, plot and README section from them")
     args = p.parse_args(argv)
     Ls = args.L or ([1, 2, 3] if args.quick else list(range(1, 9)))
     N = args.N or (1000 if args.quick else 10_000)
@@ -229,7 +232,7 @@ def main(argv=None) -> int:
     except ImportError:
         pass
     rows = []
-    for mode in args.modes:
+    for mode in ([] if args.from_json else args.modes):
         for kind in args.kinds:
             for impl in impls:
                 if impl == "cueq" and mode != "channelwise":
@@ -269,6 +272,18 @@ def main(argv=None) -> int:
         meta["e3nn"] = e3nn.__version__
     except ImportError:
         pass
+    if args.from_json:
+        loaded = [json.loads(f.read_text()) for f in args.from_json]
+        rows = [r for d in loaded for r in d["rows"]]
+        meta = {**loaded[0]["meta"], "merged_from": [str(f) for f in args.from_json]}
+        N, args.clock = meta["N"], meta.get("clock", "wall")
+        impls = list(dict.fromkeys(r["impl"] for r in rows))
+        args.modes = list(dict.fromkeys(r["mode"] for r in rows))
+        args.kinds = list(dict.fromkeys(r["kind"] for r in rows))
+        cmds = loaded[0]["meta"].get("commands", [])
+        meta["commands"] = [c for d in loaded for c in d["meta"].get("commands", [])] or cmds
+    else:
+        meta["commands"] = ["python benchmarks/tp.py " + " ".join(argv if argv is not None else sys.argv[1:])]
     tag = "tp-quick" if args.quick else "tp"
     if device.type == "cuda":
         tag += "-cuda"
@@ -286,8 +301,9 @@ def main(argv=None) -> int:
         "Times in ms (median after warm-up); the ratio columns are e3nn's time over each backend's "
         "(> 1 means faster than e3nn), measured in the same run.",
         "",
-        f"Reproduce: `python benchmarks/tp.py{' --quick' if args.quick else ''}{' --clock cpu' if args.clock == 'cpu' else ''}` "
-        f"(JSON: `benchmarks/results/{out.name}`, plot: `benchmarks/results/{png.name}`).",
+        "Reproduce: " + "; ".join(f"`{c.strip()}`" for c in meta["commands"])
+        + (f"; then `python benchmarks/tp.py --from-json ...` merged them" if args.from_json else "")
+        + f" (JSON: `benchmarks/results/{out.name}`, plot: `benchmarks/results/{png.name}`).",
         "",
         f"![tp benchmark](results/{png.name})",
     ]

@@ -1,0 +1,273 @@
+"""Training benchmark: accuracy after a wall-clock budget, per TP backend, next to mace-torch.
+
+Data: rMD17 ethanol ``ethanol_train_01.xyz`` (1000 DFT frames), 10% of the frames held out
+(random by frame, seed 0) for validation. The same train/val frames are written as extxyz
+and given to both codes.
+
+For each mlip backend (``cg``, ``grid``, ``cp``) the same model is trained with
+``mlip-train fit`` for the budget in stages (``--minutes 5 15 45``: run to 5 minutes, stop
+with a checkpoint, resume to 15, then to 45); after each stage the checkpoint is exported
+and evaluated on the held-out frames (energy MAE meV/atom, force MAE meV/Å). The learning
+rate is constant after warm-up with reduce-on-plateau, since the step count a budget allows
+is not known in advance.
+
+mace-torch (in its own venv, ``benchmarks/.venv-mace``; created with ``python -m venv`` and
+``pip install torch==2.13.0 mace-torch`` when missing) trains the same architecture size on
+the same files with ``mace_run_train``; the script notes the wall time at which each of
+MACE's validation lines appears and reports, per mark, the last validation before it; MACE
+is stopped at the last mark.
+
+Usage::
+
+    python benchmarks/train.py                                   # full study (about 3 x 65 min + MACE)
+    python benchmarks/train.py --backends cg --minutes 1 2 --no-mace --no-readme   # smoke test
+
+Writes ``benchmarks/results/train.json`` and the section between ``<!-- train:start -->``
+and ``<!-- train:end -->`` of ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+DATA = Path("/work/shared/data/rmd17/ethanol_train_01.xyz")
+MACE_VENV = HERE / ".venv-mace"
+
+
+def parse_args(argv=None):
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", type=Path, default=DATA, help="extxyz file with energies and forces")
+    p.add_argument("--backends", nargs="+", default=["cg", "grid", "cp"], choices=["cg", "gaunt", "grid", "cp"])
+    p.add_argument("--minutes", nargs="+", type=float, default=[5, 15, 45], help="evaluation marks (wall-clock minutes)")
+    p.add_argument("--work", type=Path, default=HERE / "results" / "train_runs", help="run folders")
+    p.add_argument("--json", type=Path, default=HERE / "results" / "train.json")
+    p.add_argument("--threads", type=int, default=2, help="torch threads of each training process")
+    p.add_argument("--channels", type=int, default=32)
+    p.add_argument("--l-max", type=int, default=2)
+    p.add_argument("--correlation", type=int, default=3)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--r-max", type=float, default=5.0)
+    p.add_argument("--batch-size", type=int, default=5)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    p.add_argument("--no-mace", action="store_true", help="skip mace-torch")
+    p.add_argument("--no-readme", action="store_true", help="do not rewrite the README section (smoke runs)")
+    return p.parse_args(argv)
+
+
+# -- data -------------------------------------------------------------------------------------
+def split_frames(data: Path, work: Path) -> tuple[Path, Path, int, int]:
+    """Write train.xyz / val.xyz (90/10 by frame, seed 0); returns paths and sizes."""
+    import ase.io
+    import numpy as np
+
+    frames = ase.io.read(data, ":")
+    perm = np.random.default_rng(0).permutation(len(frames))
+    n_val = round(0.1 * len(frames))
+    val_idx, train_idx = sorted(perm[:n_val]), sorted(perm[n_val:])
+    work.mkdir(parents=True, exist_ok=True)
+    train, val = work / "train.xyz", work / "val.xyz"
+    for path, idx in ((train, train_idx), (val, val_idx)):
+        out = []
+        for i in idx:
+            a = frames[i]
+            energy = float(a.info["Energy"]) if "Energy" in a.info else a.get_potential_energy()
+            forces = a.arrays["forces"].copy() if "forces" in a.arrays else a.get_forces()
+            a.calc = None
+            a.pbc = False
+            a.info = {"energy": energy}
+            a.arrays["forces"] = forces
+            out.append(a)
+        ase.io.write(path, out, format="extxyz")
+    return train, val, len(train_idx), len(val_idx)
+
+
+# -- mlip ------------------------------------------------------------------------------------
+def mlip_config(args, backend: str, train: Path, val: Path, out: Path) -> dict:
+    """The mlip-train config of one backend."""
+    return {
+        "out": str(out),
+        "data": {"train": [str(train)], "val": [str(val)], "train_split": None, "val_split": None, "pbc": "none",
+                 "block_size": 64, "cache_graphs": True, "cache_dir": str(args.work / "data_cache"),
+                 "split_fractions": [1.0, 0.0, 0.0]},
+        "model": {"num_channels": args.channels, "l_max": args.l_max, "correlation": args.correlation,
+                  "num_layers": args.layers, "r_max": args.r_max, "tp_backend": backend, "dtype": args.dtype,
+                  "radial_mlp": [64, 64, 64]},
+        "loss": {"energy_weight": 1.0, "forces_weight": 10.0},
+        "optim": {"lr": args.lr, "ema_decay": 0.99, "clip_grad_norm": 100.0},
+        "schedule": {"kind": "plateau", "warmup_steps": 50, "plateau_patience": 5, "plateau_factor": 0.8},
+        "train": {"max_steps": 10**9, "batch_size": args.batch_size, "val_every": 100, "checkpoint_every": 200,
+                  "log_every": 20, "threads": args.threads, "progress": False, "plots": True, "device": "cpu"},
+    }
+
+
+def run_mlip(args, backend: str, train: Path, val: Path) -> list[dict]:
+    """Train one backend in stages to each mark; evaluate after each. Returns one row per mark."""
+    import yaml
+
+    out = args.work / f"mlip-{backend}"
+    cfg_path = args.work / f"mlip-{backend}.yaml"
+    cfg_path.write_text(yaml.safe_dump(mlip_config(args, backend, train, val, out)))
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    rows = []
+    for k, minutes in enumerate(args.minutes):
+        cmd = [sys.executable, "-m", "mlip.train", "fit", str(cfg_path), f"train.max_minutes={minutes}"]
+        cmd += ["--resume"] if k else ["--overwrite"]
+        t0 = time.time()
+        p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+        if p.returncode:
+            raise RuntimeError(f"mlip {backend} stage {minutes} min failed:\n{p.stderr[-3000:]}")
+        model = out / f"model_{minutes:g}min.pt"
+        subprocess.run([sys.executable, "-m", "mlip.train", "export", str(out / "checkpoints" / "last.pt"),
+                        "-o", str(model)], cwd=ROOT, check=True, capture_output=True)
+        metrics = evaluate(model, val, args)
+        ck = _checkpoint_step(out / "checkpoints" / "last.pt")
+        rows.append({"code": "mlip", "backend": backend, "minutes": minutes, "steps": ck, **metrics,
+                     "stage_wall_s": time.time() - t0})
+        print(f"mlip {backend:5s} {minutes:5g} min: step {ck}, E MAE {metrics['energy_mae']:.2f} meV/atom, "
+              f"F MAE {metrics['forces_mae']:.1f} meV/Å", flush=True)
+    return rows
+
+
+def _checkpoint_step(path: Path) -> int:
+    from mlip.train import load_checkpoint
+
+    return int(load_checkpoint(path)["step"])
+
+
+def evaluate(model: Path, val: Path, args) -> dict:
+    """Energy / force MAE of an mlip model file on the held-out frames."""
+    import mlip
+    from mlip.train.data import resolve_dataset
+    from mlip.train.evaluate import evaluate_dataset
+
+    paths = resolve_dataset([str(val)], cache_dir=args.work / "data_cache", split_fractions=(1.0, 0.0, 0.0))
+    m, _ = evaluate_dataset(mlip.load(model), paths, None)
+    return {k: m[k] for k in ("energy_mae", "forces_mae", "energy_rmse", "forces_rmse", "forces_cos", "efwt")}
+
+
+# -- mace -------------------------------------------------------------------------------------
+def mace_python() -> Path:
+    """The MACE venv's python, creating the venv (torch 2.13.0 + mace-torch) when missing."""
+    py = MACE_VENV / "bin" / "python"
+    if py.exists() and subprocess.run([py, "-c", "import mace"], capture_output=True).returncode == 0:
+        return py
+    subprocess.run([sys.executable, "-m", "venv", str(MACE_VENV)], check=True)
+    subprocess.run([py, "-m", "pip", "install", "torch==2.13.0", "mace-torch"], check=True)
+    return py
+
+
+def run_mace(args, train: Path, val: Path) -> list[dict]:
+    """Train mace-torch for the last mark; report its last validation before each mark."""
+    py = mace_python()
+    out = args.work / "mace"
+    out.mkdir(parents=True, exist_ok=True)
+    cmd = [str(py.parent / "mace_run_train"), "--name", "ethanol", "--train_file", str(train),
+           "--valid_file", str(val), "--energy_key", "energy", "--forces_key", "forces", "--model", "MACE",
+           "--num_channels", str(args.channels), "--max_L", str(args.l_max), "--correlation", str(args.correlation),
+           "--num_interactions", str(args.layers), "--r_max", str(args.r_max), "--batch_size", str(args.batch_size),
+           "--valid_batch_size", "32", "--lr", str(args.lr), "--energy_weight", "1", "--forces_weight", "10",
+           "--E0s", "average", "--ema", "--ema_decay", "0.99", "--max_num_epochs", "100000",
+           "--eval_interval", "1", "--error_table", "PerAtomMAE", "--default_dtype", args.dtype,
+           "--device", "cpu", "--seed", "0", "--work_dir", str(out), "--scheduler_patience", "5"]
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads))
+    log = open(out / "stdout.txt", "w")
+    t0 = time.time()
+    proc = subprocess.Popen(cmd, cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    seen: list[tuple[float, dict]] = []
+    results = None
+    try:
+        while time.time() - t0 < 60 * max(args.minutes) and proc.poll() is None:
+            time.sleep(2)
+            if results is None and (out / "results").exists():
+                results = next(iter(sorted((out / "results").glob("*_train.txt"))), None)
+            if results is not None:
+                lines = [json.loads(x) for x in results.read_text().splitlines() if x.strip()]
+                evals = [x for x in lines if x.get("mode") == "eval"]
+                for e in evals[len(seen):]:
+                    seen.append((time.time() - t0, e))
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(60)
+        log.close()
+    rows = []
+    for minutes in args.minutes:
+        before = [e for t, e in seen if t <= 60 * minutes]
+        e = before[-1] if before else {}
+        rows.append({"code": "mace-torch", "backend": "cg (e3nn)", "minutes": minutes, "epoch": e.get("epoch"),
+                     "energy_mae": 1000 * e["mae_e_per_atom"] if "mae_e_per_atom" in e else None,
+                     "forces_mae": 1000 * e["mae_f"] if "mae_f" in e else None})
+        print(f"mace        {minutes:5g} min: {rows[-1]}", flush=True)
+    return rows
+
+
+# -- report ----------------------------------------------------------------------------------
+def write_readme(rows: list[dict], meta: dict) -> None:
+    """Rewrite the train section of benchmarks/README.md."""
+    fmt = lambda v, d: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
+    lines = ["<!-- train:start -->", "## Training accuracy per wall-clock budget (`benchmarks/train.py`)", "",
+             f"Command: `{meta['command']}` ({meta['date']}, {meta['machine']}; load average {meta['load']}).", "",
+             f"Data: rMD17 ethanol, {meta['n_train']} training / {meta['n_val']} held-out frames (10% by frame, "
+             f"seed 0). Model: {meta['model']}. Metrics on the held-out frames.", "",
+             "| code | backend | minutes | steps / epoch | E MAE (meV/atom) | F MAE (meV/Å) |",
+             "|---|---|---:|---:|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['code']} | {r['backend']} | {r['minutes']:g} | {r.get('steps', r.get('epoch')) or '—'} | "
+                     f"{fmt(r.get('energy_mae'), 2)} | {fmt(r.get('forces_mae'), 1)} |")
+    lines += ["", "JSON: `benchmarks/results/train.json`.", "<!-- train:end -->"]
+    readme = HERE / "README.md"
+    text = readme.read_text() if readme.exists() else ""
+    block = "\n".join(lines)
+    if "<!-- train:start -->" in text and "<!-- train:end -->" in text:
+        text = re.sub(r"<!-- train:start -->.*?<!-- train:end -->", lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    readme.write_text(text)
+
+
+def main(argv=None) -> int:
+    """Run the study; returns the exit status."""
+    args = parse_args(argv)
+    if not args.data.exists():
+        print(f"{args.data}: missing (rMD17 ethanol_train_01.xyz)", file=sys.stderr)
+        return 1
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.minutes = sorted(args.minutes)
+    train, val, n_train, n_val = split_frames(args.data, args.work)
+    rows = []
+    for backend in args.backends:
+        rows += run_mlip(args, backend, train, val)
+    if not args.no_mace:
+        rows += run_mace(args, train, val)
+    import torch
+
+    meta = {"command": "python benchmarks/train.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()} CPU cores, {args.threads} threads, "
+            f"Python {platform.python_version()}, torch {torch.__version__}",
+            "load": " / ".join(f"{x:.1f}" for x in os.getloadavg()), "n_train": n_train, "n_val": n_val,
+            "model": f"{args.channels} channels, l_max {args.l_max}, correlation {args.correlation}, "
+                     f"{args.layers} layers, r_max {args.r_max} Å, {args.dtype}, batch {args.batch_size}, lr {args.lr}"}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    if not args.no_readme:
+        write_readme(rows, meta)
+    print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

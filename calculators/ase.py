@@ -1,0 +1,75 @@
+"""ASE calculator for mlip potentials."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
+from ase.stress import full_3x3_to_voigt_6_stress
+
+from mlip.graph import atoms_to_graph
+from mlip.io import load
+from mlip.potential import Potential
+
+__all__ = ["MLIPCalculator"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, torch.float32: torch.float32, torch.float64: torch.float64}
+
+
+class MLIPCalculator(Calculator):
+    """ASE calculator backed by an :class:`mlip.Potential`.
+
+    Args:
+        model_or_path: a ``Potential`` or the path of a model file (:func:`mlip.save`).
+        device: torch device to run on (default ``"cpu"``).
+        dtype: ``"float32"`` / ``"float64"`` (or a torch dtype) to run in; default: the
+            model's own. A passed model is copied, never modified, when it must be cast or moved.
+
+    Properties (ASE units): ``energy`` and ``free_energy`` (eV, the same number),
+    ``forces`` (eV/Å, ``[N, 3]``), ``energies`` (eV per atom, ``[N]``) and ``stress``
+    (eV/Å^3, Voigt order xx, yy, zz, yz, xz, xy; only for 3D periodic cells, otherwise
+    ``PropertyNotImplementedError``). Energy, free energy, per-atom energies and forces are
+    computed together; results are reused until the atoms change (ASE's ``check_state``).
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
+
+    def __init__(self, model_or_path, *, device: str | torch.device = "cpu", dtype=None, **kwargs):
+        super().__init__(**kwargs)
+        if dtype is not None and dtype not in _DTYPES:
+            raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+        if isinstance(model_or_path, Potential):
+            model = model_or_path
+            want = _DTYPES[dtype] if dtype is not None else model.dtype
+            if want != model.dtype or torch.device(device) != model.e0.device:
+                model = copy.deepcopy(model).to(device=device, dtype=want)
+        elif isinstance(model_or_path, (str, Path)):
+            model = load(model_or_path, device=device, dtype=dtype)
+        else:
+            raise TypeError(f"model_or_path: expected an mlip.Potential or a path, got {type(model_or_path).__name__}")
+        self.model = model.eval()
+        self.device = torch.device(device)
+
+    def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+        """Run the model on ``atoms`` (ASE calls this; use ``atoms.get_forces()`` etc.)."""
+        super().calculate(atoms, properties, system_changes)
+        atoms = self.atoms
+        want_stress = "stress" in properties
+        if want_stress and not atoms.pbc.all():
+            raise PropertyNotImplementedError(
+                f"stress needs a 3D periodic cell; these atoms have pbc={atoms.pbc.tolist()}"
+            )
+        graph = atoms_to_graph(atoms, self.model.r_max)
+        out = self.model(graph, forces=True, stress=want_stress, create_graph=False)
+        energy = float(out["energy"][0])
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "energies": out["energies"].detach().cpu().double().numpy(),
+            "forces": out["forces"].detach().cpu().double().numpy(),
+        }
+        if want_stress:
+            s = out["stress"][0].detach().cpu().double().numpy()
+            self.results["stress"] = full_3x3_to_voigt_6_stress(0.5 * (s + s.T))

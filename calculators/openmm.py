@@ -1,0 +1,388 @@
+"""OpenMM force for mlip potentials, and the ``mlip`` potential of openmm-ml.
+
+Two ways to run an mlip model inside OpenMM (>= 8.6, which has ``openmm.PythonForce``):
+
+1. :class:`MLIPForce` builds an ``openmm.PythonForce`` that you add to any ``System``::
+
+       from mlip.calculators.openmm import MLIPForce
+
+       mlf = MLIPForce.from_topology("model.pt", pdb.topology)    # all atoms
+       mlf.add_to(system)                                         # == system.addForce(mlf.force)
+
+   With ``atom_indices`` the model sees only those atoms (an ML region inside a classical
+   system): OpenMM passes it their positions only, and this force puts zero force on every
+   other particle. Remove the classical terms *inside* the ML region yourself, or use
+   openmm-ml's ``createMixedSystem``, which does it for you.
+
+2. openmm-ml: this module registers the potential ``"mlip"`` (entry point
+   ``openmmml.potentials``), so::
+
+       from openmmml import MLPotential
+
+       potential = MLPotential("mlip", modelPath="model.pt")
+       system = potential.createSystem(topology)                              # ML only
+       mixed = potential.createMixedSystem(topology, mm_system, ml_atoms)     # ML/MM
+
+Units: OpenMM's outside (nm, kJ/mol, kJ/mol/nm), the model's inside (Å, eV, eV/Å); the
+conversion happens here, at the edge, with :data:`EV_TO_KJ_PER_MOL` and
+:data:`NM_TO_ANGSTROM`. The energy includes the model's reference energies ``E0`` (a
+constant per atom; it does not change forces or dynamics).
+
+Periodicity: a periodic force (``periodic=True``; ``from_topology`` and openmm-ml choose it
+when the topology has box vectors) reads the box vectors of every ``State`` (triclinic boxes
+included) and builds a periodic neighbour list; a non-periodic one ignores any box.
+
+openmm and openmm-ml are optional dependencies: ``import mlip.calculators`` does not import
+this module, and this module imports openmm-ml only when its two openmm-ml classes are asked for.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mlip.config import PotentialConfig
+from mlip.graph import build_graph
+from mlip.io import load
+from mlip.potential import Potential
+
+__all__ = [
+    "EV_TO_KJ_PER_MOL",
+    "NM_TO_ANGSTROM",
+    "MLIPForce",
+    "MLIPPotentialImpl",
+    "MLIPPotentialImplFactory",
+]
+
+#: kJ/mol in one eV (e * N_A / 1000, CODATA 2018 exact constants).
+EV_TO_KJ_PER_MOL = 96.48533212331002
+#: Å in one nm.
+NM_TO_ANGSTROM = 10.0
+# forces: eV/Å -> kJ/mol/nm
+_FORCE_TO_OPENMM = EV_TO_KJ_PER_MOL * NM_TO_ANGSTROM
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64,
+           torch.float32: torch.float32, torch.float64: torch.float64}
+
+
+def _openmm():
+    try:
+        import openmm
+    except ImportError as exc:  # optional dependency
+        raise ImportError("mlip.calculators.openmm needs OpenMM >= 8.6: pip install 'mlip[openmm]'") from exc
+    if not hasattr(openmm, "PythonForce"):
+        raise ImportError(f"mlip.calculators.openmm needs OpenMM >= 8.6 (openmm.PythonForce); "
+                          f"found OpenMM {openmm.__version__}")
+    return openmm
+
+
+def _resolve_model(model_or_path, device, dtype) -> Potential:
+    """A ``Potential`` on ``device`` in ``dtype`` (default: its own); a passed model is copied only if it must change."""
+    if dtype is not None and dtype not in _DTYPES:
+        raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+    if isinstance(model_or_path, Potential):
+        model = model_or_path
+        want = _DTYPES[dtype] if dtype is not None else model.dtype
+        if want != model.dtype or torch.device(device) != model.e0.device:
+            model = copy.deepcopy(model).to(device=device, dtype=want)
+        return model
+    if isinstance(model_or_path, (str, Path)):
+        return load(model_or_path, device=device, dtype=dtype)
+    raise TypeError(f"model_or_path: expected an mlip.Potential or a path, got {type(model_or_path).__name__}")
+
+
+def _rebuild_evaluator(config: dict, state_dict: dict, numbers, periodic: bool, device: str):
+    """Unpickle an :class:`_Evaluator` (OpenMM pickles a ``PythonForce``'s function to serialize it)."""
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        device = "cpu"  # a System written on a GPU machine, read on one without
+    model = Potential(PotentialConfig.from_dict(config))
+    model.load_state_dict(state_dict)
+    return _Evaluator(model.to(device).eval(), numbers, periodic)
+
+
+class _Evaluator:
+    """The function OpenMM calls: ``State`` (nm) -> (energy kJ/mol, forces ``[n, 3]`` kJ/mol/nm).
+
+    It pickles as the model's config and weights (not as a module object), so that a
+    ``System`` holding the force can be written with ``XmlSerializer`` and read back.
+    """
+
+    def __init__(self, model: Potential, numbers: np.ndarray, periodic: bool):
+        self.model = model
+        self.numbers = np.asarray(numbers, dtype=np.int64)
+        self.periodic = bool(periodic)
+
+    def __reduce__(self):
+        config = self.model.config.to_dict()
+        config["e0s"] = self.model.e0s()
+        state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        return _rebuild_evaluator, (config, state, self.numbers.copy(), self.periodic, str(self.model.e0.device))
+
+    def evaluate(self, positions_nm: np.ndarray, box_nm: np.ndarray | None) -> tuple[float, np.ndarray]:
+        """Energy (kJ/mol) and forces (``[n, 3]`` kJ/mol/nm) at ``positions_nm`` (``[n, 3]`` nm)."""
+        pos = np.asarray(positions_nm, dtype=np.float64) * NM_TO_ANGSTROM
+        n = len(self.numbers)
+        if pos.shape != (n, 3):
+            raise ValueError(
+                f"MLIPForce: got positions of shape {pos.shape} but the force was built for {n} atoms; "
+                f"the System has a different number of particles than the atomic numbers given "
+                f"(pass atom_indices to apply the model to part of a System)"
+            )
+        if self.periodic:
+            if box_nm is None:
+                raise ValueError("MLIPForce: periodic force but no periodic box vectors")
+            cell = np.asarray(box_nm, dtype=np.float64) * NM_TO_ANGSTROM
+            graph = build_graph(pos, self.numbers, r_max=self.model.r_max, cell=cell, pbc=True)
+        else:
+            graph = build_graph(pos, self.numbers, r_max=self.model.r_max)
+        with torch.no_grad():  # the model still takes its force derivative; outputs come back detached
+            out = self.model(graph, forces=True, stress=False, create_graph=False)
+        energy = float(out["energy"][0].detach()) * EV_TO_KJ_PER_MOL
+        forces = out["forces"].detach().cpu().to(torch.float64).numpy() * _FORCE_TO_OPENMM
+        return energy, forces
+
+    def __call__(self, state) -> tuple[float, np.ndarray]:
+        from openmm import unit
+
+        pos = state.getPositions(asNumpy=True).value_in_unit(unit.nanometer)
+        box = state.getPeriodicBoxVectors(asNumpy=True).value_in_unit(unit.nanometer) if self.periodic else None
+        return self.evaluate(pos, box)
+
+
+class MLIPForce:
+    """An mlip model as an OpenMM force (an ``openmm.PythonForce`` that this object owns).
+
+    Args:
+        model_or_path: an :class:`mlip.Potential` or the path of a model file (:func:`mlip.save`).
+        atomic_numbers: ``[n]`` atomic numbers of the atoms the model acts on, in the order
+            of ``atom_indices`` (or of the System's particles when ``atom_indices`` is None).
+        atom_indices: System particle indices of those ``n`` atoms (an ML region inside a
+            larger System); None: the model acts on all particles, and the System must have
+            exactly ``n``. Other particles get zero force from this force.
+        periodic: use the State's periodic box vectors (nm) and a periodic neighbour list;
+            False: the atoms form an open (non-periodic) system.
+        device: torch device the model runs on (default ``"cpu"``).
+        dtype: ``"float32"`` / ``"float64"`` (or a torch dtype); default the model's own. A
+            passed model is copied, never modified, when it must be cast or moved.
+
+    Attributes:
+        force: the ``openmm.PythonForce``; add it with :meth:`add_to` or
+            ``system.addForce(mlf.force)``. The System then owns it: add it to one System only
+            (build another ``MLIPForce`` for another System).
+        model: the :class:`mlip.Potential` evaluated on every call.
+        atomic_numbers: ``[n]`` int64 atomic numbers.
+        atom_indices: list of ``n`` particle indices, or None (all particles).
+        periodic: whether the force uses periodic boundary conditions.
+
+    OpenMM calls the force with positions in nm; the model gets Å. It returns the energy in
+    kJ/mol (``E_model * 96.485...``) and forces in kJ/mol/nm (``F_model * 964.85...``).
+
+    Raises:
+        ValueError: an element the model does not know (named, with the atom indices), a
+            length mismatch between ``atomic_numbers`` and ``atom_indices``, repeated or
+            negative indices.
+    """
+
+    def __init__(self, model_or_path, atomic_numbers, *, atom_indices=None, periodic: bool = False,
+                 device: str | torch.device = "cpu", dtype=None):
+        openmm = _openmm()
+        numbers = np.asarray(atomic_numbers)
+        if numbers.ndim != 1 or numbers.size == 0:
+            raise ValueError(f"atomic_numbers: expected a non-empty 1-D sequence, got shape {numbers.shape}")
+        if not np.issubdtype(numbers.dtype, np.integer):
+            raise ValueError(f"atomic_numbers: expected integers, got dtype {numbers.dtype}")
+        numbers = numbers.astype(np.int64)
+        if atom_indices is not None:
+            atom_indices = [int(i) for i in atom_indices]
+            if len(atom_indices) != len(numbers):
+                raise ValueError(f"atom_indices has {len(atom_indices)} entries but atomic_numbers has "
+                                 f"{len(numbers)}: they must describe the same atoms")
+            if min(atom_indices) < 0:
+                raise ValueError(f"atom_indices: negative index {min(atom_indices)}")
+            if len(set(atom_indices)) != len(atom_indices):
+                raise ValueError("atom_indices: repeated particle indices")
+        self.model = _resolve_model(model_or_path, device, dtype)
+        self._check_elements(numbers, atom_indices)
+        self.atomic_numbers = numbers
+        self.atom_indices = atom_indices
+        self.periodic = bool(periodic)
+        self._evaluator = _Evaluator(self.model, numbers, self.periodic)
+        self.force = openmm.PythonForce(self._evaluator)
+        self.force.setName("MLIPForce")
+        self.force.setUsesPeriodicBoundaryConditions(self.periodic)
+        if atom_indices is not None:
+            self.force.setParticles(atom_indices)
+        self._added = False
+
+    @classmethod
+    def from_topology(cls, model_or_path, topology, *, atom_indices=None, periodic: bool | None = None,
+                      device: str | torch.device = "cpu", dtype=None) -> "MLIPForce":
+        """An :class:`MLIPForce` for the atoms of an ``openmm.app.Topology``.
+
+        Atomic numbers come from the topology's elements (of ``atom_indices`` only, if
+        given). ``periodic`` defaults to whether the topology has periodic box vectors.
+        Other arguments as in :class:`MLIPForce`. ``ValueError`` for an atom without an element.
+        """
+        atoms = list(topology.atoms())
+        if atom_indices is not None:
+            atom_indices = [int(i) for i in atom_indices]
+            bad = [i for i in atom_indices if not 0 <= i < len(atoms)]
+            if bad:
+                raise ValueError(f"atom_indices: {bad[:5]} out of range for a topology of {len(atoms)} atoms")
+            atoms = [atoms[i] for i in atom_indices]
+        missing = [(a.index, a.name) for a in atoms if a.element is None]
+        if missing:
+            raise ValueError(f"topology: atom(s) {missing[:5]} have no element (virtual sites or extra "
+                             f"particles cannot be given to the model; use atom_indices to leave them out)")
+        numbers = [a.element.atomic_number for a in atoms]
+        if periodic is None:
+            periodic = topology.getPeriodicBoxVectors() is not None
+        return cls(model_or_path, numbers, atom_indices=atom_indices, periodic=periodic, device=device, dtype=dtype)
+
+    def add_to(self, system, *, force_group: int | None = None) -> int:
+        """Check this force against ``system`` and add it; returns the force's index in the System.
+
+        Checks that the System has as many particles as atoms (no ``atom_indices``) or
+        more than the largest index, and that a periodic force goes to a System with box
+        vectors (OpenMM always has default ones). ``force_group`` (0..31) sets the force
+        group, e.g. to read the ML energy alone with ``getState(groups={g})``.
+        """
+        n_sys = system.getNumParticles()
+        if self.atom_indices is None and n_sys != len(self.atomic_numbers):
+            raise ValueError(f"the System has {n_sys} particles but this MLIPForce was built for "
+                             f"{len(self.atomic_numbers)} atoms (pass atom_indices for an ML region)")
+        if self.atom_indices is not None and max(self.atom_indices) >= n_sys:
+            raise ValueError(f"atom_indices: index {max(self.atom_indices)} out of range for a System "
+                             f"of {n_sys} particles")
+        if self._added:
+            raise RuntimeError("this MLIPForce was already added to a System, which owns it; "
+                               "create a new MLIPForce for another System")
+        if force_group is not None:
+            self.force.setForceGroup(int(force_group))
+        index = system.addForce(self.force)
+        self._added = True
+        return index
+
+    def compute(self, positions, box_vectors=None) -> tuple[float, np.ndarray]:
+        """Evaluate without a Context: energy in kJ/mol and forces ``[n, 3]`` in kJ/mol/nm.
+
+        ``positions``: ``[n, 3]`` positions in nm of this force's atoms (a plain array or an
+        ``openmm.unit.Quantity``); ``box_vectors``: ``[3, 3]`` box vectors in nm as rows
+        (periodic forces only).
+        """
+        positions = _in_nm(positions)
+        box = None if box_vectors is None else _in_nm(box_vectors)
+        if self.periodic and box is None:
+            raise ValueError("compute: a periodic MLIPForce needs box_vectors (nm)")
+        return self._evaluator.evaluate(positions, box)
+
+    def _check_elements(self, numbers: np.ndarray, atom_indices) -> None:
+        from ase.data import chemical_symbols
+
+        bad = (numbers < 1) | (numbers > 118)
+        if bad.any():
+            raise ValueError(f"atomic_numbers: {numbers[bad][:5].tolist()} are not elements (expected 1..118)")
+        known = set(self.model.elements)
+        unknown = [k for k, z in enumerate(numbers) if chemical_symbols[z] not in known]
+        if unknown:
+            names = sorted({chemical_symbols[numbers[k]] for k in unknown})
+            where = [atom_indices[k] for k in unknown] if atom_indices is not None else unknown
+            raise ValueError(f"unknown element(s) {names} at particle(s) {where[:10]}"
+                             f"{' ...' if len(where) > 10 else ''}: this model knows {self.model.elements}")
+
+    def __repr__(self) -> str:
+        region = "all particles" if self.atom_indices is None else f"{len(self.atom_indices)} particles"
+        return (f"MLIPForce({len(self.atomic_numbers)} atoms, {region}, periodic={self.periodic}, "
+                f"elements={self.model.elements}, r_max={self.model.r_max} Å, dtype={self.model.config.dtype})")
+
+
+def _in_nm(x) -> np.ndarray:
+    if hasattr(x, "value_in_unit"):
+        from openmm import unit
+
+        x = x.value_in_unit(unit.nanometer)
+    return np.asarray(x, dtype=np.float64)  # also a list of openmm.Vec3
+
+
+# -- openmm-ml -----------------------------------------------------------------------------
+# openmm-ml imports the entry points of "openmmml.potentials" at the end of its own import,
+# from inside openmmml.mlpotential. Importing openmm-ml at the top of this module would
+# therefore be circular (openmm-ml would ask this half-imported module for the factory), so the
+# two classes are built on first access (PEP 562), when openmmml.mlpotential has defined its bases.
+
+_PRECISIONS = {None: None, "single": "float32", "double": "float64", "float32": "float32", "float64": "float64"}
+
+
+def _define_openmmml_classes() -> None:
+    from openmmml.mlpotential import MLPotentialImpl, MLPotentialImplFactory
+
+    if "MLIPPotentialImpl" in globals():  # defined by a nested call from openmm-ml's own import
+        return
+
+    class MLIPPotentialImpl(MLPotentialImpl):
+        """openmm-ml implementation of the ``"mlip"`` potential (a :class:`MLIPForce`).
+
+        Create it through openmm-ml::
+
+            potential = MLPotential("mlip", modelPath="model.pt")     # or model=<mlip.Potential>
+            system = potential.createSystem(topology, precision="single")
+            mixed = potential.createMixedSystem(topology, mm_system, ml_atoms)
+
+        Options (in ``MLPotential(...)`` or ``createSystem``/``createMixedSystem``):
+        ``modelPath`` (a model file) or ``model`` (an ``mlip.Potential``); ``precision``:
+        ``"single"``/``"double"`` (or ``"float32"``/``"float64"``; default the model's);
+        ``device``: torch device (default: CUDA if available, else CPU, as openmm-ml's
+        other potentials). The force is periodic when the topology has box vectors or the
+        System uses periodic boundary conditions. The model is short-ranged (cutoff
+        ``r_max``), so ``getMLLongRange()`` is False.
+        """
+
+        def __init__(self, name: str, modelPath=None, model=None, **args):
+            if (modelPath is None) == (model is None):
+                raise ValueError(f"MLPotential({name!r}): give exactly one of modelPath= (an mlip model "
+                                 f"file) or model= (an mlip.Potential)")
+            self.name = name
+            self.modelPath = modelPath
+            self.model = model
+            self.args = args
+
+        def addForces(self, topology, system, atoms, forceGroup, **args):
+            """Add an :class:`MLIPForce` for ``atoms`` (None: all) of ``topology`` to ``system``."""
+            args = {**self.args, **args}
+            precision = args.get("precision", args.get("dtype"))
+            if precision not in _PRECISIONS:
+                raise ValueError(f"precision: expected 'single' or 'double', got {precision!r}")
+            periodic = topology.getPeriodicBoxVectors() is not None or system.usesPeriodicBoundaryConditions()
+            source = self.model if self.model is not None else self.modelPath
+            mlf = MLIPForce.from_topology(source, topology, atom_indices=None if atoms is None else list(atoms),
+                                          periodic=periodic, device=self._getTorchDevice(args),
+                                          dtype=_PRECISIONS[precision])
+            # not add_to(): openmm-ml's interpolation passes an empty scratch System
+            mlf.force.setForceGroup(forceGroup)
+            system.addForce(mlf.force)
+
+        def getMLLongRange(self) -> bool:
+            """False: the model only sees neighbours within its cutoff ``r_max``."""
+            return False
+
+    class MLIPPotentialImplFactory(MLPotentialImplFactory):
+        """openmm-ml factory of the ``"mlip"`` potential (registered by mlip's entry point)."""
+
+        def createImpl(self, name: str, **args) -> MLIPPotentialImpl:
+            """A :class:`MLIPPotentialImpl`; ``args`` are ``MLPotential``'s keyword arguments."""
+            return MLIPPotentialImpl(name, **args)
+
+    for cls in (MLIPPotentialImpl, MLIPPotentialImplFactory):
+        cls.__qualname__ = cls.__name__
+        cls.__module__ = __name__
+    globals().update(MLIPPotentialImpl=MLIPPotentialImpl, MLIPPotentialImplFactory=MLIPPotentialImplFactory)
+
+
+def __getattr__(name: str):
+    if name in ("MLIPPotentialImpl", "MLIPPotentialImplFactory"):
+        _define_openmmml_classes()
+        return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

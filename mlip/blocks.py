@@ -1,0 +1,292 @@
+"""Building blocks of the potential: equivariant linear maps, the interaction (message)
+block, the many-body product and the readouts.
+
+Features are e3nn irreps in multiplicity-major layout (``"Cx0e+Cx1o+Cx2e"``: C scalars,
+then C blocks of 3, then C blocks of 5). Every tensor product goes through
+:class:`mlip.kernels.TensorProduct` (or, for the many-body product on the ``grid``
+backend, :class:`mlip.kernels.tp.power.SymmetricPower`). Parameters are created in
+float64 from an explicit ``torch.Generator``; the model casts them to its dtype.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from e3nn import o3
+
+from mlip.kernels import TensorProduct
+from mlip.kernels.tp.power import SymmetricPower
+
+from .radial import RadialMLP, silu_norm
+
+__all__ = [
+    "hidden_irreps",
+    "IrrepsLinear",
+    "ElementLinear",
+    "Interaction",
+    "ManyBodyProduct",
+    "Layer",
+    "LinearReadout",
+    "NonLinearReadout",
+]
+
+
+def hidden_irreps(channels: int, l_max: int) -> o3.Irreps:
+    """``Cx0e + Cx1o + ... + Cx(l_max)`` with natural parity (-1)^l."""
+    return o3.Irreps([(channels, (l, (-1) ** l)) for l in range(l_max + 1)])
+
+
+def _blocks(irreps: o3.Irreps) -> list[tuple[int, o3.Irrep, int, int]]:
+    """``(mul, ir, start, stop)`` of each irreps entry in the flat layout."""
+    out, start = [], 0
+    for mul, ir in irreps:
+        out.append((mul, ir, start, start + mul * ir.dim))
+        start += mul * ir.dim
+    return out
+
+
+def _randn(*shape, generator: torch.Generator, std: float = 1.0) -> torch.nn.Parameter:
+    return torch.nn.Parameter(torch.randn(*shape, generator=generator, dtype=torch.float64) * std)
+
+
+class IrrepsLinear(torch.nn.Module):
+    """Equivariant linear map: each output irrep is a mix of the channels of the same irrep
+    in the input, ``y_l = x_l @ W_l / sqrt(mul_in)``. Input irreps absent from the output
+    are dropped. Shapes: ``[N, irreps_in.dim]`` -> ``[N, irreps_out.dim]``."""
+
+    def __init__(self, irreps_in, irreps_out, *, generator: torch.Generator):
+        super().__init__()
+        self.irreps_in, self.irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_out)
+        src = {ir: blk for blk in _blocks(self.irreps_in) for ir in [blk[1]]}
+        self.plan = []
+        weights = []
+        for mul_out, ir, _, _ in _blocks(self.irreps_out):
+            if ir not in src:
+                raise ValueError(f"IrrepsLinear: output irrep {ir} is not in the input {self.irreps_in}")
+            mul_in, _, a, b = src[ir]
+            self.plan.append((a, b, mul_in, ir.dim, 1.0 / math.sqrt(mul_in)))
+            weights.append(_randn(mul_in, mul_out, generator=generator))
+        self.weights = torch.nn.ParameterList(weights)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        out = []
+        for (a, b, mul_in, dim, scale), w in zip(self.plan, self.weights):
+            w = w * scale
+            if dim == 1:
+                out.append(x[:, a:b] @ w)
+            else:
+                y = x[:, a:b].reshape(n, mul_in, dim).transpose(1, 2) @ w  # [N, dim, mul_out]
+                out.append(y.transpose(1, 2).reshape(n, -1))
+        return torch.cat(out, dim=1) if len(out) > 1 else out[0]
+
+
+class ElementLinear(torch.nn.Module):
+    """Element-dependent equivariant linear map (MACE's self-connection, a tensor product
+    with the one-hot element vector, which is linear): ``y_l = x_l @ W_l[element] / sqrt(mul_in)``.
+
+    Computed for all elements at once and the atom's element picked (cost x num_elements
+    of a plain linear map; no per-atom weight matrices are materialised).
+    Shapes: ``x [N, irreps_in.dim]``, ``element [N]`` (index into the model's elements)
+    -> ``[N, irreps_out.dim]``.
+    """
+
+    def __init__(self, irreps_in, irreps_out, num_elements: int, *, generator: torch.Generator):
+        super().__init__()
+        self.irreps_in, self.irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_out)
+        self.num_elements = num_elements
+        src = {blk[1]: blk for blk in _blocks(self.irreps_in)}
+        self.plan, weights = [], []
+        for mul_out, ir, _, _ in _blocks(self.irreps_out):
+            if ir not in src:
+                raise ValueError(f"ElementLinear: output irrep {ir} is not in the input {self.irreps_in}")
+            mul_in, _, a, b = src[ir]
+            self.plan.append((a, b, mul_in, ir.dim, mul_out, 1.0 / math.sqrt(mul_in)))
+            weights.append(_randn(mul_in, num_elements * mul_out, generator=generator))
+        self.weights = torch.nn.ParameterList(weights)
+
+    def forward(self, x: torch.Tensor, element: torch.Tensor) -> torch.Tensor:
+        n, E = x.shape[0], self.num_elements
+        out = []
+        for (a, b, mul_in, dim, mul_out, scale), w in zip(self.plan, self.weights):
+            xb = x[:, a:b].reshape(n, mul_in, dim).transpose(1, 2)  # [N, dim, mul_in]
+            y = xb @ (w * scale)  # [N, dim, E * mul_out]
+            if E > 1:
+                y = y.view(n, dim, E, mul_out)
+                idx = element.view(n, 1, 1, 1).expand(n, dim, 1, mul_out)
+                y = torch.gather(y, 2, idx).squeeze(2)
+            out.append(y.transpose(1, 2).reshape(n, dim * mul_out))
+        return torch.cat(out, dim=1) if len(out) > 1 else out[0]
+
+
+class Interaction(torch.nn.Module):
+    """Messages of one layer: ``A_i = Linear( sum_j TP(Linear(h)_j, Y(r_ij); R(r_ij)) / avg_num_neighbors )``.
+
+    ``TP`` is a channelwise :class:`~mlip.kernels.TensorProduct` of the neighbour's features
+    with the edge spherical harmonics; its weights come per edge from the radial MLP, so the
+    MLP outputs ``tp.weight_numel`` numbers whatever the backend.
+
+    Shapes: ``h [N, irreps_in.dim]``, ``sh [E, sh_irreps.dim]``, ``edge_feats [E, num_radial]``
+    (Bessel basis times cutoff envelope), ``edge_index [2, E]`` (row 0 source j, row 1 target i)
+    -> ``[N, irreps_msg.dim]``.
+    """
+
+    def __init__(self, irreps_in, sh_irreps, irreps_msg, *, num_radial: int, radial_mlp: list[int],
+                 avg_num_neighbors: float, backend: str, options: dict, generator: torch.Generator):
+        super().__init__()
+        self.irreps_in, self.irreps_msg = o3.Irreps(irreps_in), o3.Irreps(irreps_msg)
+        self.linear_up = IrrepsLinear(irreps_in, irreps_in, generator=generator)
+        self.tp = TensorProduct(irreps_in, sh_irreps, irreps_msg, mode="channelwise", backend=backend, **options)
+        self.radial = RadialMLP([num_radial, *radial_mlp, self.tp.weight_numel], generator=generator)
+        self.linear = IrrepsLinear(irreps_msg, irreps_msg, generator=generator)
+        self.inv_avg = 1.0 / float(avg_num_neighbors)
+
+    def forward(self, h, sh, edge_feats, edge_index):
+        src, dst = edge_index[0], edge_index[1]
+        if src.numel() == 0:  # no neighbours anywhere (isolated atoms): no messages
+            return h.new_zeros(h.shape[0], self.irreps_msg.dim)
+        h = self.linear_up(h)
+        w = self.radial(edge_feats)
+        m = self.tp(h.index_select(0, src), sh, w)
+        a = torch.zeros(h.shape[0], m.shape[1], dtype=m.dtype, device=m.device).index_add_(0, dst, m)
+        return self.linear(a * self.inv_avg)
+
+
+class ManyBodyProduct(torch.nn.Module):
+    """Many-body (symmetric) product of the messages with element-dependent weights, up to
+    correlation order nu: ``B = sum_{k=1..nu} (A^k projected on irreps_out)``.
+
+    * ``grid``: :class:`SymmetricPower` — A as a function on a spherical grid per channel,
+      its powers are pointwise powers, projected back (exact grid); ``B = sum_k w_k[z] P(f^k)``.
+    * other backends: a chain of elementwise tensor products, ``A_1 = w_1[z] * A``,
+      ``A_k = TP_k(A_{k-1}, A; w_k[z])``, ``B = sum_k A_k`` (MACE's symmetric contraction
+      in spirit).
+
+    Weights come from a learnable table ``[num_elements, weight_numel]`` indexed by each
+    atom's element. ``irreps_out`` must be a prefix of ``irreps_in`` (e.g. the scalars).
+    Shapes: ``a [N, irreps_in.dim]``, ``element [N]`` -> ``[N, irreps_out.dim]``.
+    """
+
+    def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int, *,
+                 backend: str, options: dict, generator: torch.Generator):
+        super().__init__()
+        self.irreps_in, self.irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_out)
+        if list(self.irreps_in[: len(self.irreps_out)]) != list(self.irreps_out):
+            raise ValueError(f"ManyBodyProduct: {self.irreps_out} must be a prefix of {self.irreps_in}")
+        self.correlation, self.backend = int(correlation), backend
+        self.out_dim = self.irreps_out.dim
+        C = self.irreps_in[0].mul
+        if backend == "grid":
+            # always the exact grid for the powers (a ``resolution`` option of the grid backend
+            # is sized for the two-input products of the interaction)
+            self.power = SymmetricPower(self.irreps_in, self.irreps_out, self.correlation)
+            n_in, n_out = len(self.irreps_in), len(self.irreps_out)
+            # w_in = 1 (f is the plain function of A); w_out[k] shrinks with k because f^k grows
+            w = torch.zeros(num_elements, n_in + self.correlation * n_out, C, dtype=torch.float64)
+            w[:, :n_in] = 1.0
+            f_scale = math.sqrt(self.irreps_in.dim / C)  # typical |f| for unit-variance components
+            for k in range(self.correlation):
+                std = 1.0 / f_scale**k / math.factorial(k + 1)
+                w[:, n_in + k * n_out : n_in + (k + 1) * n_out] = (
+                    torch.randn(num_elements, n_out, C, generator=generator, dtype=torch.float64) * std
+                )
+            self.weights = torch.nn.ParameterList([torch.nn.Parameter(w.reshape(num_elements, -1))])
+            self.tps = torch.nn.ModuleList()
+        else:
+            self.tps = torch.nn.ModuleList()
+            for k in range(2, self.correlation + 1):
+                out = self.irreps_out if k == self.correlation else self.irreps_in
+                self.tps.append(TensorProduct(self.irreps_in, self.irreps_in, out, mode="elementwise",
+                                              backend=backend, **options))
+            first = _randn(num_elements, self.irreps_out.num_irreps, generator=generator)
+            rest = [_randn(num_elements, tp.weight_numel, generator=generator, std=1.0 / math.factorial(k + 2))
+                    for k, tp in enumerate(self.tps)]
+            self.weights = torch.nn.ParameterList([first, *rest])
+            # per (irrep, channel) weight of A_1, expanded to the components of irreps_out
+            idx = []
+            col = 0
+            for mul, ir in self.irreps_out:
+                for c in range(mul):
+                    idx += [col + c] * ir.dim
+                col += mul
+            self.register_buffer("expand_first", torch.tensor(idx, dtype=torch.long), persistent=False)
+
+    @staticmethod
+    def _per_atom(table: torch.Tensor, element: torch.Tensor) -> torch.Tensor:
+        return table[0] if table.shape[0] == 1 else table.index_select(0, element)
+
+    def forward(self, a: torch.Tensor, element: torch.Tensor) -> torch.Tensor:
+        if self.backend == "grid":
+            return self.power(a, self._per_atom(self.weights[0], element))
+        w1 = self._per_atom(self.weights[0], element)
+        w1 = w1.index_select(-1, self.expand_first)
+        out = a[:, : self.out_dim] * w1
+        ak = a
+        for k, tp in enumerate(self.tps):
+            ak = tp(ak, a, self._per_atom(self.weights[k + 1], element))
+            out = out + ak[:, : self.out_dim]
+        return out
+
+
+class LinearReadout(torch.nn.Module):
+    """Atomic energy contribution ``[N]`` from the scalar channels ``[N, C]`` (linear)."""
+
+    def __init__(self, channels: int, *, generator: torch.Generator):
+        super().__init__()
+        self.weight = _randn(channels, 1, generator=generator, std=1.0 / math.sqrt(channels))
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return (s @ self.weight).squeeze(-1)
+
+
+class NonLinearReadout(torch.nn.Module):
+    """Atomic energy contribution ``[N]`` from the scalar channels ``[N, C]``:
+    ``Linear(C -> hidden) -> SiLU -> Linear(hidden -> 1)``."""
+
+    def __init__(self, channels: int, hidden: int, *, generator: torch.Generator):
+        super().__init__()
+        self.w1 = _randn(channels, hidden, generator=generator, std=1.0 / math.sqrt(channels))
+        self.w2 = _randn(hidden, 1, generator=generator, std=1.0 / math.sqrt(hidden))
+        self.act_norm = silu_norm()
+
+    def forward(self, s: torch.Tensor) -> torch.Tensor:
+        return (torch.nn.functional.silu(s @ self.w1) * self.act_norm @ self.w2).squeeze(-1)
+
+
+class Layer(torch.nn.Module):
+    """One message-passing layer with residual update:
+    ``h' = Linear(ManyBody(Interaction(h))) + ElementLinear(h)``.
+
+    Shapes: ``h [N, irreps_in.dim]`` -> ``[N, irreps_out.dim]``; other inputs as
+    :class:`Interaction`, plus ``element [N]``.
+    """
+
+    def __init__(self, irreps_in, sh_irreps, irreps_msg, irreps_out, *, num_elements: int, correlation: int,
+                 num_radial: int, radial_mlp: list[int], avg_num_neighbors: float,
+                 backend_interaction: str, options_interaction: dict,
+                 backend_product: str, options_product: dict, generator: torch.Generator):
+        super().__init__()
+        self.interaction = Interaction(
+            irreps_in, sh_irreps, irreps_msg, num_radial=num_radial, radial_mlp=radial_mlp,
+            avg_num_neighbors=avg_num_neighbors, backend=backend_interaction, options=options_interaction,
+            generator=generator,
+        )
+        self.product = ManyBodyProduct(irreps_msg, irreps_out, correlation, num_elements,
+                                       backend=backend_product, options=options_product, generator=generator)
+        self.linear = IrrepsLinear(irreps_out, irreps_out, generator=generator)
+        # residual on the output irreps the input also has (a prefix: the scalars in layer 1)
+        ins = {ir for _, ir in o3.Irreps(irreps_in)}
+        shared = o3.Irreps([(mul, ir) for mul, ir in o3.Irreps(irreps_out) if ir in ins])
+        if list(o3.Irreps(irreps_out)[: len(shared)]) != list(shared):
+            raise ValueError(f"Layer: irreps shared by {irreps_in} and {irreps_out} must lead the output")
+        self.skip_dim = shared.dim
+        self.skip = ElementLinear(irreps_in, shared, num_elements, generator=generator)
+
+    def forward(self, h, element, sh, edge_feats, edge_index):
+        a = self.interaction(h, sh, edge_feats, edge_index)
+        out = self.linear(self.product(a, element))
+        sc = self.skip(h, element)
+        if self.skip_dim == out.shape[1]:
+            return out + sc
+        return torch.cat([out[:, : self.skip_dim] + sc, out[:, self.skip_dim :]], dim=1)

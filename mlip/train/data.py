@@ -1,0 +1,292 @@
+"""Training data: resolve paths (extxyz -> cached HDF5), scan statistics, graph batches.
+
+* :func:`resolve_dataset` turns what a config names into HDF5 shard paths; an extxyz file
+  is converted once into ``cache_dir`` (keyed by its path, size, modification time and the
+  conversion options), so later runs reuse it.
+* :func:`scan` reads the atomic numbers and energies of a split straight from the shards
+  (no graphs): elements present, per-element least-squares reference energies E0.
+* :class:`GraphTransform` turns a dataset sample into a model graph with its targets.
+* :class:`BatchStream` is the training stream: deterministic in ``(seed, epoch)``, sharded
+  over ranks, with a position ``(epoch, batch)`` that a checkpoint stores and a resumed run
+  restores exactly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from ase.data import chemical_symbols
+from torch_geometric.data import Batch, Data
+
+from mlip.datasets import BatchLoader, ShardReader, StreamingDataset, convert, resolve_paths
+from mlip.datasets.schema import OFFSETS
+from mlip.datasets.sources import SourceOptions
+from mlip.datasets.sources.extxyz import FORCE_KEYS, is_xyz
+from mlip.graph import build_graph
+
+__all__ = ["DataError", "resolve_dataset", "scan", "DataStats", "fit_e0s", "GraphTransform",
+           "BatchStream", "iterate_batches", "TARGET_KEYS"]
+
+#: Keys that :class:`GraphTransform` adds to a graph: reference energy [1] eV, forces [N, 3]
+#: eV/Å, optional stress [1, 3, 3] eV/Å^3 and the atom count [1].
+TARGET_KEYS = ("ref_energy", "ref_forces", "ref_stress", "natoms")
+
+
+class DataError(ValueError):
+    """Training data that cannot be used as configured (the message names the file)."""
+
+
+# -- paths --------------------------------------------------------------------------------
+def _cache_key(path: Path, options: dict) -> str:
+    st = path.stat()
+    blob = json.dumps({"path": str(path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                       "options": options}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _check_xyz_forces(path: Path, forces_key: str | None) -> None:
+    import ase.io
+
+    try:
+        atoms = ase.io.read(str(path), index=0)
+    except Exception as exc:  # noqa: BLE001 - ASE raises many kinds
+        raise DataError(f"{path}: cannot read the first frame ({exc})") from None
+    keys = [forces_key] if forces_key else list(FORCE_KEYS)
+    has = any(k in atoms.arrays for k in keys)
+    if not has and atoms.calc is not None:
+        has = "forces" in getattr(atoms.calc, "results", {})
+    if not has:
+        raise DataError(
+            f"{path}: frame 0 has no forces (looked for per-atom columns {keys}; it has "
+            f"{sorted(atoms.arrays)}). Forces are weighted in the loss (loss.forces_weight > 0) and "
+            "the HDF5 schema stores them: give data with forces, or set data.forces_key")
+
+
+def resolve_dataset(paths: list[str], *, cache_dir: Path, pbc: str = "none", energy_key: str | None = None,
+                    forces_key: str | None = None, split_fractions=(0.9, 0.1, 0.0), split_seed: int = 0,
+                    convert_allowed: bool = True, progress: bool = False) -> list[Path]:
+    """HDF5 shard paths for ``paths``; extxyz files are converted once into ``cache_dir``.
+
+    Args:
+        paths: shards, shard directories / manifests, or extxyz files.
+        convert_allowed: ``False`` on ranks other than 0 (they wait for rank 0's conversion
+            and then find the cached file).
+
+    Raises:
+        DataError: a missing path, an extxyz file without forces, a failed conversion.
+    """
+    if not paths:
+        raise DataError("data.train: no training data given (a list of HDF5 or extxyz paths)")
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise DataError(f"{p}: no such file or directory")
+        if not (p.is_file() and is_xyz(p)):
+            try:
+                out.extend(resolve_paths(p))
+            except ValueError as exc:
+                raise DataError(str(exc)) from None
+            continue
+        options = {"pbc": pbc, "energy_key": energy_key, "forces_key": forces_key,
+                   "split_fractions": list(split_fractions), "split_seed": split_seed}
+        cached = Path(cache_dir) / f"{p.name.split('.')[0]}-{_cache_key(p, options)}.h5"
+        if not cached.exists() and convert_allowed:
+            _check_xyz_forces(p, forces_key)
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            opts = SourceOptions(pbc=pbc, energy_key=energy_key, forces_key=forces_key)
+            try:
+                convert("extxyz", [p], cached, options=opts, split_fractions=tuple(split_fractions),
+                        split_seed=split_seed, progress=progress)
+            except FileExistsError:  # converted meanwhile by another process
+                pass
+            except ValueError as exc:
+                raise DataError(f"{p}: cannot convert to HDF5: {exc}") from None
+        if not cached.exists():
+            raise DataError(f"{p}: converted file {cached} is missing")
+        out.append(cached)
+    return out
+
+
+# -- statistics ---------------------------------------------------------------------------
+@dataclass
+class DataStats:
+    """What a pass over the atomic numbers and energies of a split finds.
+
+    Attributes:
+        n_structures, n_atoms: totals.
+        elements: atomic numbers present (sorted).
+        xtx: ``[119, 119]`` element-count normal matrix (sum over structures of c c^T).
+        xty: ``[119]`` sum of c * energy (eV).
+        has_stress: every shard stores stress.
+    """
+
+    n_structures: int
+    n_atoms: int
+    elements: list[int]
+    xtx: np.ndarray
+    xty: np.ndarray
+    has_stress: bool
+
+    @property
+    def symbols(self) -> list[str]:
+        """Chemical symbols of :attr:`elements`."""
+        return [chemical_symbols[z] for z in self.elements]
+
+
+def scan(paths: list[Path], split: str | None, *, chunk: int = 65536) -> DataStats:
+    """Element counts and energies of ``split`` of the shards, read in chunks (no graphs).
+
+    Raises:
+        DataError: a shard without the split, or an empty selection.
+    """
+    xtx = np.zeros((119, 119))
+    xty = np.zeros(119)
+    present = np.zeros(119, bool)
+    n_s = n_a = 0
+    has_stress = True
+    for path in paths:
+        reader = ShardReader(path)
+        has_stress &= "stress" in reader.optional
+        try:
+            select = None if split is None else reader.split_indices(split)
+            f = reader.file
+            for a in range(0, reader.n_structures, chunk):
+                b = min(a + chunk, reader.n_structures)
+                off = f[OFFSETS][a:b + 1].astype(np.int64)
+                z = f["atomic_numbers"][off[0]:off[-1]].astype(np.int64)
+                energy = f["energy"][a:b].astype(np.float64)
+                owner = np.repeat(np.arange(b - a), np.diff(off))
+                counts = np.zeros((b - a, 119))
+                np.add.at(counts, (owner, z), 1.0)
+                if select is not None:
+                    lo, hi = np.searchsorted(select, [a, b])
+                    rows = select[lo:hi] - a
+                    counts, energy = counts[rows], energy[rows]
+                xtx += counts.T @ counts
+                xty += counts.T @ energy
+                present |= counts.sum(0) > 0
+                n_s += len(energy)
+                n_a += int(counts.sum())
+        except ValueError as exc:
+            raise DataError(str(exc)) from None
+        finally:
+            reader.close()
+    if n_s == 0:
+        raise DataError(f"{', '.join(map(str, paths))}: split {split!r} holds no structures")
+    return DataStats(n_s, n_a, np.flatnonzero(present).tolist(), xtx, xty, has_stress)
+
+
+def fit_e0s(stats: DataStats, elements: list[str]) -> dict[str, float]:
+    """Per-element reference energies (eV) minimising sum_s (E_s - sum_i E0[z_i])^2.
+
+    A least-squares fit on the normal equations; with fewer distinct compositions than
+    elements (e.g. one molecule) the minimum-norm solution is taken, as MACE does.
+    """
+    from ase.data import atomic_numbers
+
+    zs = [atomic_numbers[e] for e in elements]
+    a = stats.xtx[np.ix_(zs, zs)]
+    e0 = np.linalg.lstsq(a, stats.xty[zs], rcond=None)[0]
+    return {e: float(v) for e, v in zip(elements, e0)}
+
+
+# -- graphs ---------------------------------------------------------------------------------
+class GraphTransform:
+    """Dataset sample -> model graph (float64 positions) with targets :data:`TARGET_KEYS`.
+
+    Args:
+        r_max: cutoff in Å.
+        cache: keep graphs by ``structure_id`` (small data sets: the neighbour list is built once).
+    """
+
+    def __init__(self, r_max: float, cache: bool = False):
+        self.r_max = float(r_max)
+        self.cache = {} if cache else None
+
+    def __call__(self, s: Data) -> Data:
+        key = int(s.structure_id) if self.cache is not None and "structure_id" in s else None
+        if key is not None and key in self.cache:
+            return self.cache[key]
+        g = build_graph(s.pos.to(torch.float64).numpy(), s.atomic_numbers.numpy(), r_max=self.r_max,
+                        cell=s.cell.view(3, 3).to(torch.float64).numpy(), pbc=s.pbc.view(3).numpy())
+        g.ref_energy = s.energy.to(torch.float64).view(1)
+        g.ref_forces = s.forces.to(torch.float64)
+        if "stress" in s:
+            g.ref_stress = s.stress.to(torch.float64).view(1, 3, 3)
+        g.natoms = torch.tensor([s.pos.shape[0]], dtype=torch.int64)
+        if key is not None:
+            self.cache[key] = g
+        return g
+
+
+def iterate_batches(dataset, batch_size: int, transform, *, drop_last: bool, num_workers: int = 0, skip: int = 0):
+    """Batches of ``batch_size`` graphs from an iterable dataset, skipping the first ``skip``.
+
+    With 0 workers, skipped batches are not turned into graphs (a resume is cheap).
+    """
+    if num_workers == 0:
+        it = iter(dataset)
+        k = 0
+        while True:
+            chunk = list(itertools.islice(it, batch_size))
+            if not chunk or (drop_last and len(chunk) < batch_size):
+                return
+            if k >= skip:
+                yield Batch.from_data_list([transform(s) for s in chunk])
+            k += 1
+    loader = BatchLoader(dataset, batch_size, num_workers=num_workers, transform=transform, drop_last=drop_last)
+    yield from itertools.islice(loader, skip, None)
+
+
+class BatchStream:
+    """Endless training batches with a resumable position ``(epoch, batch)``.
+
+    The order depends on ``seed``, the epoch and the rank layout only; each rank reads its
+    own shard of each epoch (:class:`~mlip.datasets.StreamingDataset`).
+    """
+
+    def __init__(self, paths, split, *, batch_size: int, transform, shuffle: bool, shuffle_buffer: int, seed: int,
+                 rank: int, world_size: int, block_size: int | None, num_workers: int, drop_last: bool):
+        self.dataset = StreamingDataset(paths, split, shuffle=shuffle, shuffle_buffer=shuffle_buffer, seed=seed,
+                                        rank=rank, world_size=world_size, block_size=block_size)
+        self.batch_size = batch_size
+        self.transform = transform
+        self.num_workers = num_workers
+        self.drop_last = drop_last
+        self.epoch = 0
+        self.batch = 0
+        self._it = None
+
+    def state_dict(self) -> dict:
+        """The position of the next batch: ``{"epoch", "batch"}``."""
+        return {"epoch": self.epoch, "batch": self.batch}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from a position saved by :meth:`state_dict`."""
+        self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
+        self._it = None
+
+    def __next__(self) -> Batch:
+        for _ in range(2):
+            if self._it is None:
+                self.dataset.set_epoch(self.epoch)
+                self._it = iterate_batches(self.dataset, self.batch_size, self.transform, drop_last=self.drop_last,
+                                           num_workers=self.num_workers, skip=self.batch)
+            batch = next(self._it, None)
+            if batch is not None:
+                self.batch += 1
+                return batch
+            if self.batch == 0:
+                break
+            self.epoch, self.batch, self._it = self.epoch + 1, 0, None
+        raise DataError(f"the training data of this process holds fewer than {self.batch_size} structures "
+                        f"(one batch); lower train.batch_size or data.block_size")
+
+    def __iter__(self):
+        return self

@@ -1,0 +1,46 @@
+"""Checkpoint -> deployable model file (what :func:`mlip.save` writes and ``mlip.load``,
+``MLIPCalculator``, ``mlip-md`` and the OpenMM force read)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlip
+
+from .checkpoint import CheckpointError, load_checkpoint
+
+__all__ = ["export_checkpoint", "model_from_checkpoint"]
+
+
+def model_from_checkpoint(path, *, weights: str = "ema") -> mlip.Potential:
+    """The potential stored in a training checkpoint, in eval mode.
+
+    ``weights``: ``ema`` (the moving average, when the run kept one) or ``raw`` (the
+    optimizer's current weights).
+
+    Raises:
+        CheckpointError: unreadable or incompatible checkpoint, or weights that do not fit.
+    """
+    if weights not in ("ema", "raw"):
+        raise ValueError(f"weights: expected 'ema' or 'raw', got {weights!r}")
+    ck = load_checkpoint(path)
+    try:
+        model = mlip.Potential(mlip.PotentialConfig.from_dict(ck["model_config"]))
+        model.load_state_dict(ck["model"])
+        if weights == "ema" and ck.get("ema"):
+            model.load_state_dict(ck["ema"]["shadow"], strict=False)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path}: model weights do not match the stored model config ({exc})") from None
+    return model.eval()
+
+
+def export_checkpoint(path, out, *, weights: str = "ema") -> Path:
+    """Write the model of checkpoint ``path`` to ``out`` with :func:`mlip.save` (atomically).
+
+    The file's metadata ``extra`` records the source checkpoint, its step and validation metrics.
+    """
+    ck = load_checkpoint(path)
+    model = model_from_checkpoint(path, weights=weights)
+    extra = {"checkpoint": str(Path(path)), "step": int(ck["step"]), "weights": weights,
+             "val_metrics": {k: float(v) for k, v in (ck.get("metrics") or {}).items()}}
+    return mlip.save(model, out, extra=extra)

@@ -1,0 +1,539 @@
+"""The training run: data, model, optimizer, loop, validation, checkpoints, final report.
+
+:func:`fit` is the entry point (``mlip-train fit``). The run folder ``cfg.out`` holds::
+
+    config.yaml              the full configuration of the run
+    metrics.csv              train rows every train.log_every steps, val rows at each validation
+    tensorboard/             the same scalars (when tensorboard is installed)
+    checkpoints/last.pt      every train.checkpoint_every steps, at each new best and at the end
+    checkpoints/best.pt      the state at the best validation loss
+    model.pt                 the deployable model (mlip.save; EMA weights of best.pt)
+    metrics.json             final metrics per split; learning_curve.png, parity_<split>.png
+    data_cache/              extxyz files converted to HDF5
+
+Only rank 0 writes files; every rank reads the checkpoint when resuming.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+
+import mlip
+
+from . import distributed as D
+from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import Config, ConfigError, config_from_dict, config_to_dict
+from .data import BatchStream, DataError, GraphTransform, fit_e0s, iterate_batches, resolve_dataset, scan
+from .ema import EMA
+from .evaluate import evaluate, format_table
+from .logger import MetricsLog, read_metrics
+from .metrics import MetricSums, loss_terms
+from .schedule import LRSchedule
+
+__all__ = ["fit", "FitResult", "RunExistsError", "build_potential_config"]
+
+
+class RunExistsError(ValueError):
+    """The run folder already holds a run; pass ``--resume`` or ``--overwrite``."""
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: the run folder, steps done, final metrics per split, model file."""
+
+    out: Path
+    step: int
+    metrics: dict
+    model_path: Path | None
+    stopped_early: bool
+
+
+# Config keys a resumed run may change (everything else must match the checkpoint).
+_RESUME_MAY_CHANGE = {"out", "train.max_steps", "train.max_minutes", "train.val_every", "train.checkpoint_every",
+                      "train.log_every", "train.progress", "train.plots", "train.threads", "train.device",
+                      "train.val_batch_size", "train.patience", "data.num_workers", "data.cache_graphs",
+                      "data.cache_dir"}
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k in ("data", "model", "loss", "optim", "schedule", "train", "finetune") and not prefix:
+            out.update(_flatten(v, k + "."))
+        else:
+            out[prefix + k] = v
+    return out
+
+
+def check_resume_compatible(cfg: Config, ckpt: dict, path: Path, world_size: int) -> None:
+    """Raise :class:`CheckpointError` naming the settings that differ from the checkpoint's run."""
+    old, new = _flatten(ckpt["config"]), _flatten(config_to_dict(cfg))
+    diff = sorted(k for k in set(old) | set(new) if k not in _RESUME_MAY_CHANGE and old.get(k) != new.get(k))
+    if diff:
+        detail = "; ".join(f"{k}: checkpoint {old.get(k)!r}, now {new.get(k)!r}" for k in diff[:5])
+        raise CheckpointError(f"{path}: cannot resume with a different setup ({detail}). Only "
+                              f"{', '.join(sorted(_RESUME_MAY_CHANGE))} may change")
+    if len(ckpt["data"]) != world_size:
+        raise CheckpointError(f"{path}: written by {len(ckpt['data'])} process(es); resume with the same number "
+                              f"(now {world_size})")
+
+
+def build_potential_config(cfg: Config, elements: list[str], e0s: dict, avg_num_neighbors: float) -> mlip.PotentialConfig:
+    """The model's :class:`mlip.PotentialConfig` from the ``model`` section and data statistics."""
+    m = cfg.model
+    try:
+        return mlip.PotentialConfig(
+            elements=elements, r_max=m.r_max, num_channels=m.num_channels, l_max=m.l_max, correlation=m.correlation,
+            num_layers=m.num_layers, num_radial=m.num_radial, radial_mlp=list(m.radial_mlp),
+            readout_hidden=m.readout_hidden, avg_num_neighbors=avg_num_neighbors, tp_backend=m.tp_backend,
+            tp_backend_overrides=dict(m.tp_backend_overrides), tp_options=dict(m.tp_options), e0s=e0s,
+            dtype=m.dtype, seed=m.seed)
+    except ValueError as exc:
+        raise ConfigError(f"model.{exc}") from None
+
+
+def _avg_num_neighbors(paths, split, r_max: float, limit: int = 500) -> float:
+    from mlip.datasets import StreamingDataset
+
+    edges = atoms = 0
+    transform = GraphTransform(r_max)
+    for k, s in enumerate(StreamingDataset(paths, split, shuffle=False)):
+        if k >= limit:
+            break
+        g = transform(s)
+        edges += g.edge_index.shape[1]
+        atoms += g.num_nodes
+    return max(edges / max(atoms, 1), 1.0)
+
+
+class Trainer:
+    """One training run (see the module docstring); use :func:`fit`."""
+
+    def __init__(self, cfg: Config, *, resume: bool = False, overwrite: bool = False):
+        self.cfg = cfg
+        self.info = D.init_distributed(cfg.train.device)
+        self.out = Path(cfg.out)
+        self.ckpt_dir = self.out / "checkpoints"
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.ckpt = self._check_run_dir(resume, overwrite)
+        self._prepare_data()
+        self._build_model()
+        self._build_optimizer()
+        self.step, self.elapsed0, self.stopped_early = 0, 0.0, False
+        self.best = {"loss": math.inf, "step": -1, "bad": 0}
+        self.last_val: dict = {}
+        self.train_sums = MetricSums(self.info.device)
+        if self.ckpt is not None:
+            self._restore(self.ckpt)
+        else:
+            torch.manual_seed(cfg.train.seed)
+        self._open_outputs()
+
+    # -- setup -------------------------------------------------------------------------
+    def _check_run_dir(self, resume: bool, overwrite: bool):
+        last = self.ckpt_dir / "last.pt"
+        if resume:
+            if not last.exists():
+                raise CheckpointError(f"--resume: no checkpoint {last} (start without --resume)")
+            ckpt = load_checkpoint(last)
+            check_resume_compatible(self.cfg, ckpt, last, self.info.world_size)
+            return ckpt
+        if last.exists() and not overwrite:
+            raise RunExistsError(f"{self.out} already holds a run ({last}); pass --resume to continue it or "
+                                 "--overwrite to start again, or choose another out=")
+        return None
+
+    def _prepare_data(self) -> None:
+        c, info = self.cfg, self.info
+        cache = Path(c.data.cache_dir) if c.data.cache_dir else self.out / "data_cache"
+        kw = dict(cache_dir=cache, pbc=c.data.pbc, energy_key=c.data.energy_key, forces_key=c.data.forces_key,
+                  split_fractions=c.data.split_fractions, split_seed=c.data.split_seed)
+        paths = None
+        if info.is_main:
+            try:
+                paths = (resolve_dataset(c.data.train, **kw, progress=c.train.progress),
+                         resolve_dataset(c.data.val, **kw) if c.data.val else None)
+            except DataError as exc:
+                paths = exc
+        paths = D.broadcast_object(paths if info.is_main else None, info)
+        if isinstance(paths, Exception):
+            raise paths
+        self.train_paths, val_paths = paths
+        self.val_paths = val_paths if val_paths is not None else self.train_paths
+        self.val_split = c.data.val_split
+        stats = None
+        if info.is_main:
+            try:
+                stats = (scan(self.train_paths, c.data.train_split), scan(self.val_paths, self.val_split))
+            except DataError as exc:
+                stats = exc
+        stats = D.broadcast_object(stats, info)
+        if isinstance(stats, Exception):
+            raise stats
+        self.train_stats, self.val_stats = stats
+        missing = sorted(set(self.val_stats.symbols) - set(self.train_stats.symbols))
+        if missing:
+            raise DataError(f"validation data ({', '.join(map(str, self.val_paths))}, split {self.val_split!r}) "
+                            f"holds element(s) {missing} absent from the training data (elements "
+                            f"{self.train_stats.symbols}): the model cannot learn them")
+        self.use_stress = c.loss.stress_weight > 0 and self.train_stats.has_stress
+        if c.loss.stress_weight > 0 and not self.train_stats.has_stress and info.is_main:
+            print("mlip-train: loss.stress_weight > 0 but the training data holds no stress; "
+                  "training on energy and forces", file=sys.stderr)
+
+    def _load_reference(self) -> None:
+        """``finetune.from_model``: the start model and the reference weights of OrthoReg."""
+        self.base_model, self.reference = None, None
+        path = self.cfg.finetune.from_model
+        if path is None:
+            return
+        try:
+            self.base_model = mlip.load(path)
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise ConfigError(f"finetune.from_model: cannot load {path} ({exc})") from None
+        self.reference = {k: p.detach().clone().to(self.info.device) for k, p in self.base_model.named_parameters()}
+
+    def _model_config(self) -> mlip.PotentialConfig:
+        c = self.cfg
+        if self.ckpt is not None:
+            return mlip.PotentialConfig.from_dict(self.ckpt["model_config"])
+        if self.base_model is not None:
+            mc = self.base_model.config
+            unknown = sorted(set(self.train_stats.symbols) - set(mc.elements))
+            if unknown:
+                raise ConfigError(f"finetune.from_model: the training data holds {unknown}, not among the "
+                                  f"model's elements {mc.elements}")
+            return mlip.PotentialConfig.from_dict(mc.to_dict())
+        data_elements = self.train_stats.symbols
+        elements = list(c.model.elements) if c.model.elements else data_elements
+        unknown = sorted(set(data_elements) - set(elements))
+        if unknown:
+            raise ConfigError(f"model.elements: the training data holds {unknown}, not in {elements}")
+        if c.model.e0s is not None:
+            lacking = sorted(set(elements) - set(c.model.e0s))
+            if lacking:
+                raise ConfigError(f"model.e0s: no reference energy for {lacking}; give all of {elements} "
+                                  "or null to fit them")
+            e0s = dict(c.model.e0s)
+        else:
+            e0s = fit_e0s(self.train_stats, [e for e in elements if e in data_elements])
+        avg = c.model.avg_num_neighbors
+        if avg is None:
+            avg = D.broadcast_object(_avg_num_neighbors(self.train_paths, c.data.train_split, c.model.r_max)
+                                     if self.info.is_main else None, self.info)
+        return build_potential_config(c, elements, e0s, avg)
+
+    def _build_model(self) -> None:
+        self._load_reference()
+        mc = self._model_config()
+        missing = sorted(set(self.val_stats.symbols) - set(mc.elements))
+        if missing:
+            raise DataError(f"validation data holds element(s) {missing} the model does not know ({mc.elements})")
+        self.model = mlip.Potential(mc)
+        if self.base_model is not None and self.ckpt is None:
+            self.model.load_state_dict(self.base_model.state_dict())
+        self.model = self.model.to(self.info.device).train()
+        self.orthoreg_sums = torch.zeros(2, dtype=torch.float64)  # (sum of R, steps) since the last train row
+        for p in self.model.parameters():  # identical start on every rank
+            if self.info.active:
+                torch.distributed.broadcast(p.data, src=0)
+        self.ema = EMA(self.model, self.cfg.optim.ema_decay) if self.cfg.optim.ema_decay else None
+        c, info = self.cfg, self.info
+        if c.train.batch_size % info.world_size:
+            raise ConfigError(f"train.batch_size: {c.train.batch_size} is not divisible by the {info.world_size} processes")
+        cache = c.data.cache_graphs
+        self.train_transform = GraphTransform(mc.r_max, cache=cache)
+        self.val_transform = GraphTransform(mc.r_max, cache=cache)
+        self.stream = BatchStream(
+            self.train_paths, c.data.train_split, batch_size=c.train.batch_size // info.world_size,
+            transform=self.train_transform, shuffle=c.data.shuffle, shuffle_buffer=c.data.shuffle_buffer,
+            seed=c.train.seed, rank=info.rank, world_size=info.world_size, block_size=c.data.block_size,
+            num_workers=c.data.num_workers, drop_last=c.train.drop_last)
+
+    def _build_optimizer(self) -> None:
+        o = self.cfg.optim
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                                           weight_decay=o.weight_decay)
+        self.schedule = LRSchedule(self.optimizer, o.lr, self.cfg.schedule, self.cfg.train.max_steps)
+
+    def _restore(self, ck: dict) -> None:
+        try:
+            self.model.load_state_dict(ck["model"])
+            self.optimizer.load_state_dict(ck["optimizer"])
+            self.schedule.load_state_dict(ck["schedule"])
+            if self.ema is not None:
+                self.ema.load_state_dict(ck["ema"])
+            self.stream.load_state_dict(ck["data"][self.info.rank])
+            set_rng_state(ck["rng"])
+            self.train_sums.tensor.copy_(ck["train_sums"])
+            if ck.get("orthoreg_sums") is not None:
+                self.orthoreg_sums.copy_(ck["orthoreg_sums"])
+        except (RuntimeError, KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{self.ckpt_dir / 'last.pt'}: does not fit this model ({exc})") from None
+        self.step = int(ck["step"])
+        self.elapsed0 = float(ck["elapsed_s"])
+        self.best = dict(ck["best"])
+        self.last_val = dict(ck.get("metrics") or {})
+
+    def _open_outputs(self) -> None:
+        self.log = None
+        if not self.info.is_main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.ckpt is None:
+            tmp = self.out / "config.yaml.tmp"
+            tmp.write_text(yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
+            tmp.replace(self.out / "config.yaml")
+        self.log = MetricsLog(self.out, resume_step=self.step if self.ckpt is not None else None)
+
+    # -- one step ----------------------------------------------------------------------
+    def train_step(self, batch) -> None:
+        """Forward, loss normalised by the global batch, backward, gradient sum, clip, step, EMA."""
+        info, w = self.info, self.cfg.loss
+        batch = batch.to(info.device)
+        counts = torch.tensor([batch.num_graphs, batch.num_nodes], dtype=torch.float64, device=info.device)
+        g, n = D.all_reduce_sum(counts, info).tolist()
+        self.optimizer.zero_grad(set_to_none=True)
+        out = self.model(batch, forces=True, stress=self.use_stress, create_graph=True)
+        t = loss_terms(out, batch, use_stress=self.use_stress)
+        loss = w.energy_weight * t["e"] / g + w.forces_weight * t["f"] / (3 * n)
+        if self.use_stress:
+            loss = loss + w.stress_weight * t["s"] / (9 * g)
+        lam = self.cfg.finetune.orthoreg_weight
+        if lam > 0:
+            from mlip.kernels.operators import orthoreg
+
+            penalty = orthoreg(self.model, self.reference)
+            # gradients are summed over processes: each adds its share of lambda * R
+            loss = loss + (lam / info.world_size) * penalty
+            self.orthoreg_sums += torch.tensor([float(penalty.detach()), 1.0], dtype=torch.float64)
+        loss.backward()
+        D.all_reduce_grads(self.model.parameters(), info)
+        if self.cfg.optim.clip_grad_norm:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.clip_grad_norm)
+        self.optimizer.step()
+        self.schedule.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.train_sums.update({k: v.detach() for k, v in out.items()}, batch)
+
+    # -- validation, logging, checkpoints ----------------------------------------------------
+    def val_batches(self, paths=None, split=None):
+        """This rank's share of the validation data (or ``split`` of ``paths``) as graph batches."""
+        from mlip.datasets import StreamingDataset
+
+        c, info = self.cfg, self.info
+        ds = StreamingDataset(paths or self.val_paths, split if paths else self.val_split, shuffle=False,
+                              rank=info.rank, world_size=info.world_size, block_size=c.data.block_size)
+        transform = self.val_transform if paths is None else GraphTransform(self.model.r_max)
+        return iterate_batches(ds, c.train.val_batch_size, transform, drop_last=False)
+
+    def _eval_model(self):
+        return self.ema.applied(self.model) if self.ema is not None else _nullcontext(self.model)
+
+    def validate(self) -> dict:
+        """Validation metrics with the EMA weights; updates the best / early-stopping state."""
+        with self._eval_model() as model:
+            m, _ = evaluate(model, self.val_batches(), self.cfg.loss, info=self.info, use_stress=self.use_stress)
+        self.last_val = m
+        improved = m["loss"] < self.best["loss"]
+        if improved:
+            self.best = {"loss": m["loss"], "step": self.step, "bad": 0}
+        else:
+            self.best["bad"] += 1
+        self.schedule.observe(m["loss"])
+        p = self.cfg.train.patience
+        if p is not None and self.best["bad"] >= p:
+            self.stopped_early = True
+        self._write_row("val", m)
+        return {"improved": improved, **m}
+
+    def _write_row(self, split: str, m: dict, rate: float | None = None) -> None:
+        if self.log is None:
+            return
+        row = {"step": self.step, "epoch": self.stream.epoch, "elapsed_s": self.elapsed(), "split": split,
+               "lr": self.optimizer.param_groups[0]["lr"], **{k: v for k, v in m.items() if k != "structures"}}
+        if rate is not None:
+            row["structures_per_s"] = rate
+        self.log.write(row)
+
+    def log_train(self, rate: float) -> dict:
+        """Reduce the running training sums over ranks, write a row, reset the sums."""
+        D.all_reduce_sum(self.train_sums.tensor, self.info)
+        m = self.train_sums.compute(self.cfg.loss)
+        lam = self.cfg.finetune.orthoreg_weight
+        if lam > 0 and self.orthoreg_sums[1] > 0:
+            m["orthoreg"] = float(self.orthoreg_sums[0] / self.orthoreg_sums[1])  # same on every rank
+            m["loss"] += lam * m["orthoreg"]
+        self._write_row("train", m, rate)
+        self.train_sums = MetricSums(self.info.device)
+        self.orthoreg_sums.zero_()
+        return m
+
+    def elapsed(self) -> float:
+        """Training seconds over all sessions of this run."""
+        return self.elapsed0 + time.perf_counter() - self.t0
+
+    def checkpoint(self, best: bool) -> None:
+        """Write ``last.pt`` (and ``best.pt``) on rank 0; every rank sends its stream position."""
+        positions = D.all_gather_object(self.stream.state_dict(), self.info)
+        if not self.info.is_main:
+            return
+        payload = {
+            "config": config_to_dict(self.cfg), "model_config": self.model.config.to_dict(), "step": self.step,
+            "elapsed_s": self.elapsed(), "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "schedule": self.schedule.state_dict(), "ema": self.ema.state_dict() if self.ema else None,
+            "rng": rng_state(), "data": positions, "best": dict(self.best), "metrics": dict(self.last_val),
+            "train_sums": self.train_sums.tensor.clone(), "orthoreg_sums": self.orthoreg_sums.clone(),
+        }
+        last = save_checkpoint(payload, self.ckpt_dir / "last.pt")
+        if best:
+            shutil.copyfile(last, self.ckpt_dir / "best.pt.tmp")
+            (self.ckpt_dir / "best.pt.tmp").replace(self.ckpt_dir / "best.pt")
+
+    def _stop_now(self) -> bool:
+        limit = self.cfg.train.max_minutes
+        flag = torch.tensor([float(self.stopped_early or (limit is not None and self.elapsed() >= 60 * limit))])
+        if self.info.active:
+            torch.distributed.broadcast(flag, src=0)
+        return bool(flag.item())
+
+    # -- the loop ------------------------------------------------------------------------
+    def run(self, stop_at_step: int | None = None) -> FitResult:
+        """Train until ``max_steps``, the time limit or early stopping; then the final report.
+
+        ``stop_at_step``: end the session after this step with a checkpoint and no final
+        report, as if the run had been preempted there (tests, job schedulers).
+        """
+        from tqdm import tqdm
+
+        c = self.cfg.train
+        self.t0 = time.perf_counter()
+        bar = tqdm(total=c.max_steps, initial=self.step, disable=not (c.progress and self.info.is_main),
+                   unit="step", desc="train", dynamic_ncols=True, file=sys.stderr)
+        t_rate, n_rate = time.perf_counter(), 0
+        try:
+            while self.step < c.max_steps:
+                self.train_step(next(self.stream))
+                self.step += 1
+                n_rate += c.batch_size
+                bar.update(1)
+                post = {}
+                if self.step % c.log_every == 0:
+                    rate = n_rate / max(time.perf_counter() - t_rate, 1e-9)
+                    m = self.log_train(rate)
+                    t_rate, n_rate = time.perf_counter(), 0
+                    post = {"loss": f"{m['loss']:.3g}", "E": f"{m['energy_mae']:.2f}", "F": f"{m['forces_mae']:.1f}",
+                            "struct/s": f"{rate:.0f}"}
+                val = self.step % c.val_every == 0 or self.step == c.max_steps
+                improved = False
+                if val:
+                    v = self.validate()
+                    improved = v["improved"]
+                    post.update({"val_E": f"{v['energy_mae']:.2f}", "val_F": f"{v['forces_mae']:.1f}"})
+                if post:
+                    bar.set_postfix(post, refresh=False)
+                preempt = stop_at_step is not None and self.step >= stop_at_step
+                stop = self._stop_now() or preempt
+                if improved or stop or self.step % c.checkpoint_every == 0 or self.step == c.max_steps:
+                    self.checkpoint(best=improved)
+                if stop:
+                    break
+        finally:
+            bar.close()
+            if self.log is not None:
+                self.log.close()
+        if stop_at_step is not None and self.step >= stop_at_step and self.step < c.max_steps:
+            return FitResult(self.out, self.step, {}, None, False)
+        return self.finish()
+
+    def finish(self) -> FitResult:
+        """Final metrics table, model export and plots (rank 0); leaves the process group."""
+        D.barrier(self.info)
+        metrics, model_path = {}, None
+        if self.info.is_main:
+            from .export import export_checkpoint
+
+            best = self.ckpt_dir / "best.pt"
+            src = best if best.exists() else self.ckpt_dir / "last.pt"
+            model_path = export_checkpoint(src, self.out / "model.pt")
+            model = mlip.load(model_path, device=self.info.device)
+            metrics = self._final_metrics(model)
+            (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            print(f"\nfinal metrics ({model_path}, weights of step {load_step(src)}):\n"
+                  + format_table(metrics), file=sys.stderr)
+        D.barrier(self.info)
+        return FitResult(self.out, self.step, metrics, model_path, self.stopped_early)
+
+    def _final_metrics(self, model) -> dict:
+        from mlip.datasets import StreamingDataset
+
+        from .plots import learning_curve, parity_plots
+
+        c, results = self.cfg, {}
+        splits = [("val", self.val_paths, self.val_split)]
+        if c.data.val is None and self.val_split != "test":
+            splits.append(("test", self.train_paths, "test"))
+        if self.train_stats.n_structures <= 5000:
+            splits.insert(0, ("train", self.train_paths, c.data.train_split))
+        for name, paths, split in splits:
+            if StreamingDataset(paths, split, shuffle=False).num_structures == 0:
+                continue
+            ds = StreamingDataset(paths, split, shuffle=False)
+            batches = iterate_batches(ds, c.train.val_batch_size, GraphTransform(model.r_max), drop_last=False)
+            m, pred = evaluate(model, batches, c.loss, info=D.DistInfo(device=self.info.device),
+                               use_stress=self.use_stress, collect=True)
+            results[name] = m
+            if c.train.plots:
+                parity_plots(pred, self.out / f"parity_{name}.png", title=name)
+        if c.train.plots and self.log is not None:
+            learning_curve(read_metrics(self.log.path), self.out / "learning_curve.png")
+        return results
+
+
+class _nullcontext:
+    def __init__(self, value):
+        self.value = value
+
+    def __enter__(self):
+        return self.value
+
+    def __exit__(self, *exc):
+        return False
+
+
+def load_step(path) -> int:
+    """Step of a checkpoint file."""
+    return int(load_checkpoint(path)["step"])
+
+
+def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, stop_at_step: int | None = None) -> FitResult:
+    """Train a potential as ``cfg`` says (see the module docstring for the run folder).
+
+    Args:
+        cfg: a validated :class:`~mlip.train.config.Config`.
+        resume: continue the run in ``cfg.out`` from ``checkpoints/last.pt``.
+        overwrite: start again even if ``cfg.out`` holds a run.
+        stop_at_step: end this session after that step (with a checkpoint), as if preempted.
+
+    Raises:
+        ConfigError, DataError, CheckpointError, RunExistsError (all ``ValueError``): bad
+        input, reported before anything in the run folder is written.
+    """
+    cfg = config_from_dict(dataclasses.asdict(cfg))  # validated private copy
+    trainer = Trainer(cfg, resume=resume, overwrite=overwrite)
+    try:
+        return trainer.run(stop_at_step)
+    finally:
+        D.shutdown()

@@ -1,0 +1,75 @@
+import os
+
+import numpy as np
+import pytest
+import torch
+
+import mlip
+from mlip.testing import evaluate
+
+BACKENDS = ("cg", "gaunt", "grid", "cp")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_round_trip_is_exact(h, tmp_path, backend):
+    model = h.model(backend, "float32" if backend == "cp" else "float64")
+    model.set_e0s({"H": -13.6, "Cu": -3.5})
+    path = mlip.save(model, tmp_path / "model.pt")
+    loaded = mlip.load(path)
+    assert loaded.config == model.config and not loaded.training
+    for atoms in (h.ethanol(), h.crystal()):
+        a, b = evaluate(model, atoms), evaluate(loaded, atoms)
+        for k in a:
+            assert np.array_equal(a[k], b[k]), k
+
+
+def test_file_is_plain_and_loads_weights_only(h, tmp_path):
+    model = h.model("grid", tp_backend_overrides={"interaction": "cg"}, tp_options={"grid": {}})
+    path = mlip.save(model, tmp_path / "m.pt")
+    payload = torch.load(path, weights_only=True)
+    assert payload["format"] == "mlip.potential" and payload["format_version"] == 1
+    meta = payload["metadata"]
+    assert meta["elements"] == ["H", "C", "O", "Cu"] and meta["r_max"] == 5.0 and meta["dtype"] == "float64"
+    assert meta["units"]["energy"] == "eV" and meta["units"]["stress"] == "eV/Å^3"
+    assert meta["mlip_version"] == mlip.__version__
+    assert set(meta["e0s"]) == {"H", "C", "O", "Cu"}
+    assert isinstance(payload["config"], dict) and payload["config"]["tp_backend"] == "grid"
+    assert all(isinstance(v, torch.Tensor) for v in payload["state_dict"].values())
+
+
+def test_save_is_atomic(h, tmp_path, monkeypatch):
+    model = h.model("cg")
+    path = mlip.save(model, tmp_path / "m.pt")
+    before = path.read_bytes()
+
+    def broken_save(obj, f, *a, **k):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        mlip.save(h.model("cg", seed=3), path)
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["m.pt"]  # no temporary file left behind
+
+
+def test_load_dtype_override(h, tmp_path):
+    model = h.model("cg")
+    path = mlip.save(model, tmp_path / "m.pt")
+    m32 = mlip.load(path, dtype="float32")
+    assert m32.dtype == torch.float32 and m32.config.dtype == "float32"
+    a, b = evaluate(model, h.crystal()), evaluate(m32, h.crystal())
+    assert np.allclose(a["forces"], b["forces"], atol=1e-5)
+
+
+def test_load_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        mlip.load(tmp_path / "nope.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="bad.pt"):
+        mlip.load(bad)
+    other = tmp_path / "other.pt"
+    torch.save({"format": "something-else"}, other)
+    with pytest.raises(ValueError, match="other.pt.*not an mlip model"):
+        mlip.load(other)
