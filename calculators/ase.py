@@ -63,7 +63,7 @@ class MLIPCalculator(Calculator):
             )
         graph = atoms_to_graph(atoms, self.model.r_max)
         out = self.model(graph, forces=True, stress=want_stress, create_graph=False)
-        energy = float(out["energy"][0])
+        energy = float(out["energy"][0].detach())
         self.results = {
             "energy": energy,
             "free_energy": energy,
