@@ -376,14 +376,18 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, len(lmaxes), figsize=(5.5 * len(lmaxes), 4.2), squeeze=False)
     for ax, L in zip(axes[0], lmaxes):
         for eng in dict.fromkeys(r["engine"] for r in rows):
-            pts = [(r["atoms"], r["atom_steps_per_s"]) for r in rows
-                   if r["engine"] == eng and r["l_max"] == L and "atom_steps_per_s" in r]
+            best: dict[int, dict] = {}  # one point per size, the main run first
+            for r in rows:
+                if r["engine"] == eng and r["l_max"] == L and "atom_steps_per_s" in r:
+                    if r["atoms"] not in best or (r.get("run") or 0) < (best[r["atoms"]].get("run") or 0):
+                        best[r["atoms"]] = r
+            pts = sorted((n, r["atom_steps_per_s"]) for n, r in best.items())
             if pts:
                 x, y = zip(*pts)
                 ax.plot(x, y, "o-" if eng != "mace" else "s--k", label=eng)
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("atoms (rattled fcc Cu, r_max 5 Å)")
+        ax.set_xlabel("atoms (rattled fcc Cu, r_max 5 Å); see the table for runs")
         ax.set_ylabel("atom-steps / s (energy + forces, float32)")
         ax.set_title(f"l_max = {L}, 64 channels, 2 layers, correlation 3")
         ax.grid(True, which="both", alpha=0.3)
@@ -418,21 +422,34 @@ def table(rows: list[dict]) -> str:
 
 
 def merge_rows(rows: list[dict], extras: list[dict]) -> list[dict]:
-    """Rows of ``extras`` (other runs) replace skipped or missing cases of ``rows``; marked."""
+    """Fill cases of ``rows`` that were skipped with rows of other runs (``extras``), marked
+    with their run number. Ratios must stay within one run, so an extra run's MACE row comes
+    along with them, and where the main run has no MACE row for a size the extra run's rows
+    for that size replace the main ones."""
+    ok = lambda r: not r.get("skipped") and "error" not in r  # noqa: E731
     out = [dict(r) for r in rows]
-    index = {(r["engine"], r["l_max"], r["atoms"]): k for k, r in enumerate(out)}
     for n, extra in enumerate(extras, start=1):
+        groups: dict[tuple, list[dict]] = {}
         for r in extra["rows"]:
-            if r.get("skipped") or "error" in r:
-                continue
-            key = (r["engine"], r["l_max"], r["atoms"])
-            r = dict(r, run=n)
-            if key not in index:
-                index[key] = len(out)
-                out.append(r)
-            elif out[index[key]].get("skipped") or "error" in out[index[key]]:
-                out[index[key]] = r
-    return sorted(out, key=lambda r: (r["l_max"], r["atoms"], r["engine"] != "mace"))
+            if ok(r):
+                groups.setdefault((r["l_max"], r["atoms"]), []).append(dict(r, run=n))
+        for (L, atoms), ex in groups.items():
+            here = {r["engine"]: k for k, r in enumerate(out) if (r["l_max"], r["atoms"]) == (L, atoms) and not r.get("run")}
+            ex_mace = [r for r in ex if r["engine"] == "mace"]
+            main_mace = "mace" in here and ok(out[here["mace"]])
+            if ex_mace and not main_mace:
+                take = ex  # the whole size from the extra run
+            else:
+                take = [r for r in ex if r["engine"] != "mace" and (r["engine"] not in here or not ok(out[here[r["engine"]]]))]
+                if take:
+                    take += ex_mace
+            for r in take:
+                k = here.get(r["engine"])
+                if k is not None and (not ok(out[k]) or r["engine"] != "mace" or not main_mace):
+                    out[k] = r
+                else:
+                    out.append(r)
+    return sorted(out, key=lambda r: (r["l_max"], r["atoms"], r.get("run") or 0, r["engine"] != "mace", r["engine"]))
 
 
 def _describe(m: dict) -> str:
@@ -447,6 +464,9 @@ def write_readme(result: dict, png: Path, rows: list[dict] | None = None, extras
         f"\nRows marked {'†' * n} come from a separate run, {_describe(e['meta'])}, raw rows "
         f"`benchmarks/results/{e.get('file', '?')}`; compare them with each other, not with the other rows.\n"
         for n, e in enumerate(extras, start=1))
+    if extras:
+        files = " ".join(f"benchmarks/results/{r.get('file', '?')}" for r in (result, *extras))
+        marks += f"\nTable and plot: `.venv/bin/python benchmarks/md.py --report-only {files}`.\n"
     clock_text = ("process CPU time (steadier than elapsed time while other jobs share the CPU)"
                   if m.get("clock") == "cpu" else "elapsed (wall) time")
     rounds = m.get("rounds", 1)

@@ -97,21 +97,18 @@ def build_graph(positions, numbers, *, r_max: float, cell=None, pbc=False) -> Da
 
     from vesin import NeighborList
 
-    i, j, shifts = NeighborList(cutoff=float(r_max), full_list=True).compute(
-        points=pos, box=box if periodic.any() else np.zeros((3, 3)), periodic=periodic, quantities="ijS"
+    i, j, shifts, dist = NeighborList(cutoff=float(r_max), full_list=True).compute(
+        points=pos, box=box if periodic.any() else np.zeros((3, 3)), periodic=periodic, quantities="ijSd"
     )
     i = i.astype(np.int64)
     j = j.astype(np.int64)
     shifts = shifts.astype(np.int64)
     if len(i):
-        d = pos[j] - pos[i] + shifts @ box
-        r2 = np.einsum("ij,ij->i", d, d)
-        k = int(np.argmin(r2))
-        if r2[k] < MIN_DISTANCE**2:
+        k = int(np.argmin(dist))
+        if dist[k] < MIN_DISTANCE:
             what = "a periodic image of itself" if i[k] == j[k] else f"atom {j[k]}"
             raise ValueError(
-                f"positions: atom {i[k]} coincides with {what} (distance {np.sqrt(r2[k]):.3g} Å "
-                f"< {MIN_DISTANCE} Å)"
+                f"positions: atom {i[k]} coincides with {what} (distance {dist[k]:.3g} Å < {MIN_DISTANCE} Å)"
             )
     return Data(
         pos=torch.from_numpy(pos.copy()),

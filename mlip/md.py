@@ -104,8 +104,13 @@ def run_md(atoms, calculator, *, ensemble: str = "nve", steps: int = 1000, times
     if ensemble == "nve":
         dyn = VelocityVerlet(atoms, timestep=timestep * units.fs)
     elif ensemble == "nvt":
+        from ase.constraints import FixCom
+
+        # the centre of mass is held by a constraint (ASE's recommendation since 3.28)
+        if not any(isinstance(c, FixCom) for c in atoms.constraints):
+            atoms.set_constraint([*atoms.constraints, FixCom()])
         dyn = Langevin(atoms, timestep=timestep * units.fs, temperature_K=temperature,
-                       friction=friction / units.fs, rng=rng)
+                       friction=friction / units.fs, fixcm=False, rng=rng)
     else:
         raise ValueError(f"ensemble: expected 'nve' or 'nvt', got {ensemble!r}")
 

@@ -57,6 +57,10 @@ class TensorProduct(torch.nn.Module):
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         self._check(x1, x2, weight)
+        if x1.shape[0] == 0:
+            # no samples (e.g. a structure without edges): an empty result that is still
+            # connected to the inputs, so autograd.grad works without allow_unused
+            return (x1.sum() + x2.sum() + weight.sum()).mul(0).expand(0, self.irreps_out.dim)
         if weight.dim() == 1:
             weight = weight.unsqueeze(0)
         return self.impl(x1, x2, weight)

@@ -86,3 +86,16 @@ def test_wheel_has_one_top_level_package(tmp_path):
     assert tops == {"mlip"}
     for sub in ("kernels", "kernels/tp", "datasets", "calculators"):
         assert f"mlip/{sub}/__init__.py" in names
+
+
+@pytest.mark.parametrize("backend", ["cg", "gaunt", "grid", "cp"])
+def test_empty_batch(backend):
+    """N = 0 (a structure without edges) gives an empty output and zero gradients."""
+    tp = TensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend=backend)
+    x1 = torch.zeros(0, 8, requires_grad=True)
+    x2 = torch.zeros(0, 4, requires_grad=True)
+    w = torch.randn(tp.weight_numel, requires_grad=True)
+    y = tp(x1, x2, w)
+    assert y.shape == (0, 8)
+    g = torch.autograd.grad(y.sum(), (x1, x2, w))
+    assert g[0].shape == (0, 8) and torch.equal(g[2], torch.zeros_like(w))
