@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
 
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
 from mlip.graph import atoms_to_graph
-from mlip.io import load
-from mlip.potential import Potential
+from mlip.io import resolve_model
 
 __all__ = ["MLIPCalculator"]
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, torch.float32: torch.float32, torch.float64: torch.float64}
 
 
 class MLIPCalculator(Calculator):
@@ -38,17 +34,7 @@ class MLIPCalculator(Calculator):
 
     def __init__(self, model_or_path, *, device: str | torch.device = "cpu", dtype=None, **kwargs):
         super().__init__(**kwargs)
-        if dtype is not None and dtype not in _DTYPES:
-            raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
-        if isinstance(model_or_path, Potential):
-            model = model_or_path
-            want = _DTYPES[dtype] if dtype is not None else model.dtype
-            if want != model.dtype or torch.device(device) != model.e0.device:
-                model = copy.deepcopy(model).to(device=device, dtype=want)
-        elif isinstance(model_or_path, (str, Path)):
-            model = load(model_or_path, device=device, dtype=dtype)
-        else:
-            raise TypeError(f"model_or_path: expected an mlip.Potential or a path, got {type(model_or_path).__name__}")
+        model = resolve_model(model_or_path, device=device, dtype=dtype)
         self.model = model.eval()
         self.device = torch.device(device)
 

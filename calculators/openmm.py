@@ -38,15 +38,13 @@ this module, and this module imports openmm-ml only when its two openmm-ml class
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from mlip.config import PotentialConfig
 from mlip.graph import build_graph
-from mlip.io import load
+from mlip.io import resolve_model
 from mlip.potential import Potential
 
 __all__ = [
@@ -64,8 +62,6 @@ NM_TO_ANGSTROM = 10.0
 # forces: eV/Å -> kJ/mol/nm
 _FORCE_TO_OPENMM = EV_TO_KJ_PER_MOL * NM_TO_ANGSTROM
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64,
-           torch.float32: torch.float32, torch.float64: torch.float64}
 
 
 def _openmm():
@@ -77,21 +73,6 @@ def _openmm():
         raise ImportError(f"mlip.calculators.openmm needs OpenMM >= 8.6 (openmm.PythonForce); "
                           f"found OpenMM {openmm.__version__}")
     return openmm
-
-
-def _resolve_model(model_or_path, device, dtype) -> Potential:
-    """A ``Potential`` on ``device`` in ``dtype`` (default: its own); a passed model is copied only if it must change."""
-    if dtype is not None and dtype not in _DTYPES:
-        raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
-    if isinstance(model_or_path, Potential):
-        model = model_or_path
-        want = _DTYPES[dtype] if dtype is not None else model.dtype
-        if want != model.dtype or torch.device(device) != model.e0.device:
-            model = copy.deepcopy(model).to(device=device, dtype=want)
-        return model
-    if isinstance(model_or_path, (str, Path)):
-        return load(model_or_path, device=device, dtype=dtype)
-    raise TypeError(f"model_or_path: expected an mlip.Potential or a path, got {type(model_or_path).__name__}")
 
 
 def _rebuild_evaluator(config: dict, state_dict: dict, numbers, periodic: bool, device: str):
@@ -204,7 +185,7 @@ class MLIPForce:
                 raise ValueError(f"atom_indices: negative index {min(atom_indices)}")
             if len(set(atom_indices)) != len(atom_indices):
                 raise ValueError("atom_indices: repeated particle indices")
-        self.model = _resolve_model(model_or_path, device, dtype)
+        self.model = resolve_model(model_or_path, device=device, dtype=dtype)
         self._check_elements(numbers, atom_indices)
         self.atomic_numbers = numbers
         self.atom_indices = atom_indices

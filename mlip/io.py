@@ -64,17 +64,47 @@ def save(model: Potential, path, *, extra: dict | None = None) -> Path:
             "extra": dict(extra or {}),
         },
     }
+    return atomic_torch_save(payload, path)
+
+
+def atomic_torch_save(obj, path) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically: write a temporary file in the same folder,
+    fsync it, then ``os.replace`` — a crash (even SIGKILL) leaves the old file or the new one."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return path
+
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, torch.float32: torch.float32, torch.float64: torch.float64}
+
+
+def resolve_model(model_or_path, *, device="cpu", dtype=None) -> Potential:
+    """A ``Potential`` on ``device`` in ``dtype`` (default: its own) from a model or a model file;
+    a passed model is copied only if it must change device or dtype."""
+    import copy
+
+    if dtype is not None and dtype not in _DTYPES:
+        raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+    if isinstance(model_or_path, Potential):
+        model = model_or_path
+        want = _DTYPES[dtype] if dtype is not None else model.dtype
+        if want != model.dtype or torch.device(device) != model.e0.device:
+            model = copy.deepcopy(model).to(device=device, dtype=want)
+        return model
+    if isinstance(model_or_path, (str, Path)):
+        return load(model_or_path, device=device, dtype=dtype)
+    raise TypeError(f"model_or_path: expected an mlip.Potential or a path, got {type(model_or_path).__name__}")
 
 
 def load(path, *, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None) -> Potential:

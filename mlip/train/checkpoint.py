@@ -16,9 +16,7 @@ Files are written to a temporary file in the same folder, flushed to disk and re
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -62,22 +60,10 @@ def set_rng_state(state: dict) -> None:
 def save_checkpoint(payload: dict, path) -> Path:
     """Write ``payload`` (without the format keys) to ``path`` atomically; returns the path."""
     from mlip import __version__
+    from mlip.io import atomic_torch_save
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     full = {"format": FORMAT, "format_version": FORMAT_VERSION, "mlip_version": str(__version__), **payload}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(full, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return atomic_torch_save(full, path)
 
 
 _REQUIRED = ("config", "model_config", "step", "model", "optimizer", "schedule", "ema", "rng", "data", "best")
