@@ -10,7 +10,7 @@ from e3nn import o3
 
 from ..irreps import channel_dim, channel_layout, gather_index
 
-__all__ = ["TPSpec", "TPBackend", "MODES"]
+__all__ = ["TPSpec", "TPBackend", "Constants", "MODES"]
 
 MODES = ("channelwise", "elementwise")
 
@@ -49,25 +49,18 @@ class TPSpec:
         return channel_dim(self.irs3)
 
 
-class TPBackend(torch.nn.Module):
-    """Base class of backends: holds float64 constants and hands out casts per dtype/device.
+class Constants(torch.nn.Module):
+    """Holds float64 constants and hands out casts per dtype/device.
 
     Constants are derived deterministically from the irreps, so they are not part of the
     state dict; they are kept in float64 and cast once per (dtype, device), which keeps
     float64 results exact whatever dtype the module was created under.
     """
 
-    name = "base"
-
-    def __init__(self, spec: TPSpec):
+    def __init__(self):
         super().__init__()
-        self.spec = spec
         self._const64: dict[str, torch.Tensor] = {}
         self._cast: dict[tuple, torch.Tensor] = {}
-        self.add_const("idx1", gather_index(spec.irs1, spec.channels))
-        self.add_const("idx2", gather_index(spec.irs2, spec.channels2))
-
-    weight_numel: int = 0
 
     def add_const(self, name: str, value) -> None:
         if isinstance(value, np.ndarray):
@@ -86,6 +79,20 @@ class TPBackend(torch.nn.Module):
             t = src.to(device=like.device, dtype=like.dtype if src.is_floating_point() else src.dtype)
             self._cast[key] = t
         return t
+
+
+class TPBackend(Constants):
+    """Base class of backends: the description of the product plus its constants."""
+
+    name = "base"
+
+    def __init__(self, spec: TPSpec):
+        super().__init__()
+        self.spec = spec
+        self.add_const("idx1", gather_index(spec.irs1, spec.channels))
+        self.add_const("idx2", gather_index(spec.irs2, spec.channels2))
+
+    weight_numel: int = 0
 
     def to_channels(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Multiplicity-major inputs -> channel layout ``[N, C, d1]``, ``[N, C2, d2]``."""

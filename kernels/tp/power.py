@@ -17,15 +17,15 @@ from __future__ import annotations
 import math
 
 import torch
-from e3nn import o3
 
 from ..irreps import as_irreps, from_channels, gather_index, split_channels
 from ..sphere import gauss_legendre_grid, sh_values
+from .base import Constants
 
 __all__ = ["SymmetricPower"]
 
 
-class SymmetricPower(torch.nn.Module):
+class SymmetricPower(Constants):
     """``out = sum_k w_out[k] * P(f^k)``, ``f`` the weighted function of ``x``; see module doc.
 
     Shapes: ``x [N, irreps_in.dim]``, ``weight [N, weight_numel]`` or ``[weight_numel]``;
@@ -53,21 +53,11 @@ class SymmetricPower(torch.nn.Module):
         self.resolution = tuple(resolution) if resolution is not None else (math.ceil((total + 1) / 2), total + 1)
         pts, w = gauss_legendre_grid(*self.resolution)
         self.weight_numel = C * (len(irs_in) + self.correlation * len(irs_out))
-        self._const64 = {
-            "idx": gather_index(irs_in, C),
-            "E": torch.from_numpy(sh_values([ir.l for ir in irs_in], pts).T.copy()),
-            "P": torch.from_numpy(sh_values([ir.l for ir in irs_out], pts) * w[:, None]),
-            "deg_in": torch.cat([torch.full((ir.dim,), i) for i, ir in enumerate(irs_in)]),
-            "deg_out": torch.cat([torch.full((ir.dim,), i) for i, ir in enumerate(irs_out)]),
-        }
-        self._cast: dict = {}
-
-    def _c(self, name, like):
-        key = (name, like.dtype, like.device)
-        if key not in self._cast:
-            t = self._const64[name]
-            self._cast[key] = t.to(like.device, like.dtype if t.is_floating_point() else t.dtype)
-        return self._cast[key]
+        self.add_const("idx", gather_index(irs_in, C))
+        self.add_const("E", sh_values([ir.l for ir in irs_in], pts).T.copy())
+        self.add_const("P", sh_values([ir.l for ir in irs_out], pts) * w[:, None])
+        self.add_const("deg_in", torch.cat([torch.full((ir.dim,), i) for i, ir in enumerate(irs_in)]))
+        self.add_const("deg_out", torch.cat([torch.full((ir.dim,), i) for i, ir in enumerate(irs_out)]))
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] != self.irreps_in.dim:
@@ -76,13 +66,13 @@ class SymmetricPower(torch.nn.Module):
             weight = weight.unsqueeze(0)
         if weight.shape[-1] != self.weight_numel or weight.shape[0] not in (1, x.shape[0]):
             raise ValueError(f"weight: expected shape [{x.shape[0]}, {self.weight_numel}] or [{self.weight_numel}], got {tuple(weight.shape)}")
-        n, C = x.shape[0], self.channels
+        C = self.channels
         n_in, n_out = len(self.irs_in), len(self.irs_out)
         w = weight.view(weight.shape[0], -1, C).transpose(1, 2)  # [N|1, C, n_in + nu n_out]
-        xc = x[:, self._c("idx", x)] * w[:, :, :n_in].index_select(2, self._c("deg_in", x))
-        f = xc @ self._c("E", x)  # [N, C, P]
-        P = self._c("P", x)
-        deg_out = self._c("deg_out", x)
+        xc = x[:, self.const("idx", x)] * w[:, :, :n_in].index_select(2, self.const("deg_in", x))
+        f = xc @ self.const("E", x)  # [N, C, P]
+        P = self.const("P", x)
+        deg_out = self.const("deg_out", x)
         out = None
         fk = f
         for k in range(self.correlation):
