@@ -4,6 +4,10 @@ Data: rMD17 ethanol ``ethanol_train_01.xyz`` (1000 DFT frames), 10% of the frame
 (random by frame, seed 0) for validation. The same train/val frames are written as extxyz
 and given to both codes.
 
+The budget is counted by ``--clock``: ``cpu`` (default) is the CPU time of the training
+process (one torch thread by default), so that runs sharing the 2-core machine with other
+work, or with each other, still get the same compute; ``wall`` is wall-clock time.
+
 For each mlip backend (``cg``, ``grid``, ``cp``) the same model is trained with
 ``mlip-train fit`` for the budget in stages (``--minutes 5 15 45``: run to 5 minutes, stop
 with a checkpoint, resume to 15, then to 45); after each stage the checkpoint is exported
@@ -13,14 +17,18 @@ is not known in advance.
 
 mace-torch (in its own venv, ``benchmarks/.venv-mace``; created with ``python -m venv`` and
 ``pip install torch==2.13.0 mace-torch`` when missing) trains the same architecture size on
-the same files with ``mace_run_train``; the script notes the wall time at which each of
-MACE's validation lines appears and reports, per mark, the last validation before it; MACE
-is stopped at the last mark.
+the same files with ``mace_run_train``; the script notes the time (same clock: CPU time of
+MACE's process tree from ``/proc``) at which each of MACE's validation lines appears and
+reports, per mark, the last validation before it; MACE is stopped at the last mark.
 
 Usage::
 
     python benchmarks/train.py                                   # full study (about 3 x 65 min + MACE)
     python benchmarks/train.py --backends cg --minutes 1 2 --no-mace --no-readme   # smoke test
+    # two at a time on 2 cores, then one report from the JSON files:
+    python benchmarks/train.py --backends cg --no-readme --json benchmarks/results/train-cg.json &
+    python benchmarks/train.py --backends --json benchmarks/results/train-mace.json --no-readme
+    python benchmarks/train.py --merge benchmarks/results/train-*.json
 
 Writes ``benchmarks/results/train.json`` and the section between ``<!-- train:start -->``
 and ``<!-- train:end -->`` of ``benchmarks/README.md``.
@@ -50,11 +58,16 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", type=Path, default=DATA, help="extxyz file with energies and forces")
-    p.add_argument("--backends", nargs="+", default=["cg", "grid", "cp"], choices=["cg", "gaunt", "grid", "cp"])
-    p.add_argument("--minutes", nargs="+", type=float, default=[5, 15, 45], help="evaluation marks (wall-clock minutes)")
+    p.add_argument("--backends", nargs="*", default=["cg", "grid", "cp"], choices=["cg", "gaunt", "grid", "cp"],
+                   help="mlip backends to train (none: only MACE)")
+    p.add_argument("--minutes", nargs="+", type=float, default=[5, 15, 45], help="evaluation marks (minutes of --clock)")
+    p.add_argument("--clock", default="cpu", choices=["cpu", "wall"],
+                   help="budget clock: CPU time of the training process, or wall-clock time")
+    p.add_argument("--merge", nargs="+", type=Path, default=None,
+                   help="only merge these result JSON files into --json and the README section")
     p.add_argument("--work", type=Path, default=HERE / "results" / "train_runs", help="run folders")
     p.add_argument("--json", type=Path, default=HERE / "results" / "train.json")
-    p.add_argument("--threads", type=int, default=2, help="torch threads of each training process")
+    p.add_argument("--threads", type=int, default=1, help="torch threads of each training process")
     p.add_argument("--channels", type=int, default=32)
     p.add_argument("--l-max", type=int, default=2)
     p.add_argument("--correlation", type=int, default=3)
@@ -110,7 +123,8 @@ def mlip_config(args, backend: str, train: Path, val: Path, out: Path) -> dict:
         "optim": {"lr": args.lr, "ema_decay": 0.99, "clip_grad_norm": 100.0},
         "schedule": {"kind": "plateau", "warmup_steps": 50, "plateau_patience": 5, "plateau_factor": 0.8},
         "train": {"max_steps": 10**9, "batch_size": args.batch_size, "val_every": 100, "checkpoint_every": 200,
-                  "log_every": 20, "threads": args.threads, "progress": False, "plots": True, "device": "cpu"},
+                  "log_every": 20, "threads": args.threads, "progress": False, "plots": True, "device": "cpu",
+                  "clock": args.clock},
     }
 
 
@@ -170,6 +184,19 @@ def mace_python() -> Path:
     return py
 
 
+def session_cpu_seconds(sid: int) -> float:
+    """User + system CPU seconds of every live process of session ``sid`` and of its reaped children."""
+    tick, total = os.sysconf("SC_CLK_TCK"), 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            f = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # the process ended meanwhile
+        if int(f[3]) == sid:
+            total += int(f[11]) + int(f[12]) + (int(f[13]) + int(f[14]) if int(stat.parent.name) == sid else 0)
+    return total / tick
+
+
 def run_mace(args, train: Path, val: Path) -> list[dict]:
     """Train mace-torch for the last mark; report its last validation before each mark."""
     py = mace_python()
@@ -187,18 +214,31 @@ def run_mace(args, train: Path, val: Path) -> list[dict]:
     log = open(out / "stdout.txt", "w")
     t0 = time.time()
     proc = subprocess.Popen(cmd, cwd=out, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    raw = (lambda: session_cpu_seconds(proc.pid)) if args.clock == "cpu" else (lambda: time.time() - t0)
+    start = [None]  # the clock when MACE logs "Started training": setup is not counted, as for mlip
+
+    def clock() -> float:
+        if start[0] is None:
+            if "Started training" not in (out / "stdout.txt").read_text(errors="replace"):
+                return 0.0
+            start[0] = raw()
+        return raw() - start[0]
+
     seen: list[tuple[float, dict]] = []
     results = None
     try:
-        while time.time() - t0 < 60 * max(args.minutes) and proc.poll() is None:
+        while clock() < 60 * max(args.minutes) and proc.poll() is None:
             time.sleep(2)
             if results is None and (out / "results").exists():
                 results = next(iter(sorted((out / "results").glob("*_train.txt"))), None)
             if results is not None:
                 lines = [json.loads(x) for x in results.read_text().splitlines() if x.strip()]
                 evals = [x for x in lines if x.get("mode") == "eval"]
+                now = clock()
                 for e in evals[len(seen):]:
-                    seen.append((time.time() - t0, e))
+                    seen.append((now, e))
+        if proc.poll() not in (None, 0) and not seen:
+            raise RuntimeError(f"mace_run_train failed (exit {proc.returncode}); see {out / 'stdout.txt'}")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -216,15 +256,18 @@ def run_mace(args, train: Path, val: Path) -> list[dict]:
 
 
 # -- report ----------------------------------------------------------------------------------
-def write_readme(rows: list[dict], meta: dict) -> None:
+def write_readme(rows: list[dict], metas: list[dict]) -> None:
     """Rewrite the train section of benchmarks/README.md."""
     fmt = lambda v, d: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
-    lines = ["<!-- train:start -->", "## Training accuracy per wall-clock budget (`benchmarks/train.py`)", "",
-             f"Command: `{meta['command']}` ({meta['date']}, {meta['machine']}; load average {meta['load']}).", "",
-             f"Data: rMD17 ethanol, {meta['n_train']} training / {meta['n_val']} held-out frames (10% by frame, "
-             f"seed 0). Model: {meta['model']}. Metrics on the held-out frames.", "",
-             "| code | backend | minutes | steps / epoch | E MAE (meV/atom) | F MAE (meV/Å) |",
-             "|---|---|---:|---:|---:|---:|"]
+    meta = metas[0]
+    clock = meta.get("clock", "wall")
+    lines = ["<!-- train:start -->", "## Training accuracy per time budget (`benchmarks/train.py`)", ""]
+    lines += [f"Command: `{m['command']}` ({m['date']}, {m['machine']}; load average {m['load']})." for m in metas]
+    lines += ["", f"Data: rMD17 ethanol, {meta['n_train']} training / {meta['n_val']} held-out frames (10% by frame, "
+              f"seed 0). Model: {meta['model']}. Metrics on the held-out frames. Minutes are "
+              + ("CPU minutes of the training process." if clock == "cpu" else "wall-clock minutes."), "",
+              "| code | backend | minutes | steps / epoch | E MAE (meV/atom) | F MAE (meV/Å) |",
+              "|---|---|---:|---:|---:|---:|"]
     for r in rows:
         lines.append(f"| {r['code']} | {r['backend']} | {r['minutes']:g} | {r.get('steps', r.get('epoch')) or '—'} | "
                      f"{fmt(r.get('energy_mae'), 2)} | {fmt(r.get('forces_mae'), 1)} |")
@@ -242,6 +285,16 @@ def write_readme(rows: list[dict], meta: dict) -> None:
 def main(argv=None) -> int:
     """Run the study; returns the exit status."""
     args = parse_args(argv)
+    if args.merge:
+        parts = [json.loads(p.read_text()) for p in args.merge]
+        rows = [r for part in parts for r in part["rows"]]
+        metas = [part["meta"] for part in parts]
+        args.json.write_text(json.dumps({"meta": metas, "rows": rows}, indent=2))
+        if not args.no_readme:
+            write_readme(rows, metas)
+        print(f"wrote {args.json}")
+        return 0
+    args.work = args.work.resolve()
     if not args.data.exists():
         print(f"{args.data}: missing (rMD17 ethanol_train_01.xyz)", file=sys.stderr)
         return 1
@@ -259,12 +312,13 @@ def main(argv=None) -> int:
             "date": time.strftime("%Y-%m-%d %H:%M"), "machine": f"{os.cpu_count()} CPU cores, {args.threads} threads, "
             f"Python {platform.python_version()}, torch {torch.__version__}",
             "load": " / ".join(f"{x:.1f}" for x in os.getloadavg()), "n_train": n_train, "n_val": n_val,
+            "clock": args.clock,
             "model": f"{args.channels} channels, l_max {args.l_max}, correlation {args.correlation}, "
                      f"{args.layers} layers, r_max {args.r_max} Å, {args.dtype}, batch {args.batch_size}, lr {args.lr}"}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     if not args.no_readme:
-        write_readme(rows, meta)
+        write_readme(rows, [meta])
     print(f"wrote {args.json}")
     return 0
 

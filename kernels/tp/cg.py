@@ -4,14 +4,19 @@ Every parity-allowed path ``(i1, i2, i3)`` has a free weight per channel. The we
 layout is e3nn's for the instructions ``[(i1, i2, i3, "uvu" | "uuu", True) ...]`` in the
 order of :func:`mlip.kernels.tp.paths.enumerate_paths`: ``weight.view(N, P, C)``.
 
-Execution (why it is faster than e3nn's per-path code):
+Execution (why it is faster than e3nn's per-path code on CPU):
 
-* channelwise: the edge input ``x2`` has one channel, so its contraction with the CG
-  tensors, ``M_p[n, i, k] = sum_j x2[n, j] CG_p[i, j, k]``, is done once per sample
-  and not per channel. The weights are folded into ``x1`` (one gather + one multiply),
-  and each output irrep is then a single batched matmul over all its paths.
-* elementwise: per pair of input irreps, the outer product of ``x1`` and ``x2`` blocks
-  is contracted with all CG tensors of that pair in one matmul.
+* pairwise route (elementwise, and channelwise at small L): inputs are turned
+  component-major (``[2l+1, N*C]``, the long axis contiguous), and per pair of input
+  irreps one :class:`_Bilinear` (outer product + one GEMM with all CG tensors of the pair)
+  gives every path of the pair; the weights multiply rows, outputs are sums of rows. Its
+  backward is the same bilinear primitive with permuted CG slots (no broadcast-reduce).
+* per-sample route (channelwise at larger L): the edge input ``x2`` has one channel, so its
+  contraction with the CG tensors, ``M_p[n, i, k] = sum_j x2[n, j] CG_p[i, j, k]``, is done
+  once per sample and not per channel; the weights are folded into ``x1`` and each output
+  irrep is one batched matmul over all its paths (width padded past torch's slow
+  small-matrix path, see :func:`_bmm_width`). Chosen when the pairwise route would need
+  over 5x its multiply-adds.
 """
 
 from __future__ import annotations
@@ -26,13 +31,85 @@ from .paths import enumerate_paths, unreachable_outputs
 __all__ = ["CGBackend"]
 
 
+def _bmm_width(r: int, k: int) -> int:
+    """Output width to give a batched ``[C, r] @ [r, k]`` product: ``k`` padded with zero
+    columns until ``r * k >= 16`` (and ``k >= 2``). On CPU, torch's bmm takes a slow
+    small-matrix path below that size (measured: ``r = k = 3`` is 4x slower than ``r = 3,
+    k = 5``), in the forward and in both backward products."""
+    kp = max(k, 2)
+    while r * kp < 16:
+        kp += 1
+    return kp
+
+
+def _component_major(x: torch.Tensor, irs, channels: int, expand: int | None = None) -> list:
+    """Multiplicity-major ``[N, channels * d]`` -> one ``[2l+1, N * C]`` block per irrep
+    (``expand``: broadcast a single channel to ``expand`` channels)."""
+    n, out = x.shape[0], []
+    for blk, ir in zip(x.split([channels * ir.dim for ir in irs], dim=1), irs):
+        t = blk.view(n, channels, ir.dim).permute(2, 0, 1)
+        if expand is not None and expand != channels:
+            t = t.expand(ir.dim, n, expand)
+        out.append(t.reshape(ir.dim, -1))
+    return out
+
+
+_SLOTS = ((0, 1, 2), (2, 1, 0), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1))
+
+
+def _outer_mm(xa: torch.Tensor, xb: torch.Tensor, mat: torch.Tensor) -> torch.Tensor:
+    """``[a, M], [b, M], [c, a*b] -> [c, M]``: column-wise outer product, then one GEMM.
+
+    Component-major (rows are the few components, the long axis ``M`` is contiguous), so
+    the broadcast product vectorises over ``M`` instead of over a dimension of 1-13.
+    """
+    a, b, m = xa.shape[0], xb.shape[0], xa.shape[1]
+    if a == 1 or b == 1:
+        return mat @ (xa * xb)
+    return mat @ (xa.unsqueeze(1) * xb.unsqueeze(0)).view(a * b, m)
+
+
+class _Bilinear(torch.autograd.Function):
+    """Column-wise bilinear form ``y[k, r] = sum_ij xa[i, r] xb[j, r] T[i, j, k]``.
+
+    ``mats[(u, v, o)]`` is ``T`` with its slots permuted to ``(u, v, o)`` and flattened to
+    ``[d_o, d_u * d_v]``; ``slots`` says which slots the two inputs and the output fill.
+    Both input gradients are the same bilinear form with the slots permuted, so backward
+    is two more calls of this Function: no broadcast-and-reduce, no saved outer product,
+    and any order of derivatives (forces in training need the second).
+    """
+
+    @staticmethod
+    def forward(ctx, xa, xb, mats, slots):
+        ctx.save_for_backward(xa, xb)
+        ctx.mats, ctx.slots = mats, slots
+        return _outer_mm(xa, xb, mats[slots])
+
+    @staticmethod
+    def backward(ctx, gy):
+        xa, xb = ctx.saved_tensors
+        u, v, o = ctx.slots
+        ga = gb = None
+        if ctx.needs_input_grad[0]:
+            ga = _Bilinear.apply(gy, xb, ctx.mats, (o, v, u))
+        if ctx.needs_input_grad[1]:
+            gb = _Bilinear.apply(xa, gy, ctx.mats, (u, o, v))
+        return ga, gb, None, None
+
+
 class CGBackend(TPBackend):
     """Clebsch–Gordan TP; ``weight_numel = n_paths * C``. See module docstring."""
 
     name = "cg"
 
-    def __init__(self, spec: TPSpec):
+    def __init__(self, spec: TPSpec, route: str = "auto"):
+        """``route`` (channelwise only): ``"auto"``, ``"pairwise"`` or ``"per_sample"``; both give the
+        same numbers, ``auto`` picks by the flop rule of the module docstring."""
         super().__init__(spec)
+        if route not in ("auto", "pairwise", "per_sample"):
+            raise ValueError(f"cg: route must be 'auto', 'pairwise' or 'per_sample', got {route!r}")
+        if route == "per_sample" and spec.mode == "elementwise":
+            raise ValueError("cg: route='per_sample' needs mode='channelwise' (x2 with one channel)")
         self.paths = enumerate_paths(spec.irs1, spec.irs2, spec.irs3)
         missing = unreachable_outputs(self.paths, spec.irs3)
         if missing:
@@ -42,10 +119,33 @@ class CGBackend(TPBackend):
         self.weight_numel = len(self.paths) * spec.channels
         off1 = np.cumsum([0] + [ir.dim for ir in spec.irs1])
         off2 = np.cumsum([0] + [ir.dim for ir in spec.irs2])
-        if spec.mode == "channelwise":
-            self._build_channelwise(off1, off2)
+        # channelwise: per-sample matrices + bmm (fewest flops, grows best with L) unless the
+        # pairwise outer-product route (elementwise's, x2 broadcast over channels) is within
+        # 5x its flops: below that, large GEMMs beat many tiny per-sample matmuls on CPU
+        # (measured crossover between L = 3 and L = 4 for C = 32, out <= L).
+        if route == "auto":
+            self.use_pairs = spec.mode == "elementwise" or self._pair_flops() <= 5 * self._bmm_flops()
         else:
+            self.use_pairs = route == "pairwise"
+        if self.use_pairs:
             self._build_elementwise(off1, off2)
+        else:
+            self._build_channelwise(off1, off2)
+
+    def _pair_flops(self) -> int:
+        """Multiply-adds per (sample, channel) of the pairwise route."""
+        d1, d2 = self.spec.irs1, self.spec.irs2
+        pairs: dict = {}
+        for p in self.paths:
+            pairs[(p.i1, p.i2)] = pairs.get((p.i1, p.i2), 1) + 2 * p.l3 + 1
+        return sum(d1[i1].dim * d2[i2].dim * k for (i1, i2), k in pairs.items())
+
+    def _bmm_flops(self) -> int:
+        """Multiply-adds per (sample, channel) of the per-sample-matrix route."""
+        rows: dict = {}
+        for p in self.paths:
+            rows[p.i3] = rows.get(p.i3, 0) + self.spec.irs1[p.i1].dim
+        return sum(r * _bmm_width(r, self.spec.irs3[i3].dim) for i3, r in rows.items())
 
     def instructions(self) -> list[tuple]:
         """The equivalent e3nn ``o3.TensorProduct`` instructions (same weight layout)."""
@@ -56,24 +156,32 @@ class CGBackend(TPBackend):
     def _build_channelwise(self, off1, off2) -> None:
         s = self.spec
         d2 = s.d2
-        # One group per (i3, i1): its paths differ only in i2 and share a = 2l1+1, b3 = 2l3+1.
-        self.groups = []  # (i1, i3, a, b3, n_q, const name)
+        # One bmm per output irrep i3 over all its paths: rows (q, i) for each input irrep i1
+        # with paths (i1, *, i3), q runs over those paths (they differ only in i2).
+        self.outputs = []  # (i3, [(i1, nq)], R, K, padded K, const name)
         order = []
         for i3, ir3 in enumerate(s.irs3):
+            parts, blocks = [], []
             for i1, ir1 in enumerate(s.irs1):
                 ks = [k for k, p in enumerate(self.paths) if p.i1 == i1 and p.i3 == i3]
                 if not ks:
                     continue
-                a, b3 = ir1.dim, ir3.dim
-                g = np.zeros((d2, len(ks), a, b3))
+                a = ir1.dim
+                g = np.zeros((d2, len(ks), a, ir3.dim))
                 for q, k in enumerate(ks):
                     p = self.paths[k]
                     g[off2[p.i2] : off2[p.i2 + 1], q] = p.coeff.transpose(1, 0, 2)
-                name = f"g_{i1}_{i3}"
-                self.add_const(name, g.reshape(d2, -1))
-                self.groups.append((i1, i3, a, b3, len(ks), name))
+                blocks.append(g.reshape(d2, len(ks) * a, ir3.dim))
+                parts.append((i1, len(ks)))
                 order += ks
-        # weights reordered once so that each group's paths are contiguous (one gather, then views)
+            r, k = sum(b.shape[1] for b in blocks), ir3.dim
+            kp = _bmm_width(r, k)
+            g = np.zeros((d2, r, kp))
+            g[:, :, :k] = np.concatenate(blocks, axis=1)
+            name = f"g_{i3}"
+            self.add_const(name, g.reshape(d2, -1))
+            self.outputs.append((i3, parts, r, k, kp, name))
+        # weights reordered once so that each output's paths are contiguous (one gather, then views)
         self.add_const("order", torch.tensor(order, dtype=torch.long))
 
     def _forward_channelwise(self, x1, x2, w):
@@ -81,46 +189,59 @@ class CGBackend(TPBackend):
         n, C = x1.shape[0], s.channels
         blocks = x1.split([C * ir.dim for ir in s.irs1], dim=1)
         wv = w.view(w.shape[0], len(self.paths), C).index_select(1, self.const("order", x1))
-        wgroups = wv.transpose(1, 2).split([g[4] for g in self.groups], dim=2)  # [N|1, C, nq] each
+        wparts = wv.transpose(1, 2).split([nq for o in self.outputs for _, nq in o[1]], dim=2)  # [N|1, C, nq]
         outs: list = [None] * len(s.irs3)
-        for (i1, i3, a, b3, nq, name), wq in zip(self.groups, wgroups):
+        j = 0
+        for i3, parts, r, k, kp, name in self.outputs:
+            xs = []
+            for i1, nq in parts:
+                a = s.irs1[i1].dim
+                xs.append((blocks[i1].view(n, C, 1, a) * wparts[j].unsqueeze(-1)).reshape(n, C, nq * a))
+                j += 1
+            xw = xs[0] if len(xs) == 1 else torch.cat(xs, dim=2)
             # M[n, (q, i), k] = sum_j x2[n, j] CG_q[i, j, k]: once per sample, not per channel
-            m = (x2 @ self.const(name, x2)).view(n, nq * a, b3)
-            xw = (blocks[i1].view(n, C, 1, a) * wq.unsqueeze(-1)).reshape(n, C, nq * a)
-            outs[i3] = torch.bmm(xw, m) if outs[i3] is None else torch.baddbmm(outs[i3], xw, m)
+            m = (x2 @ self.const(name, x2)).view(n, r, kp)
+            y = torch.bmm(xw, m)
+            outs[i3] = y if kp == k else y[:, :, :k]
         return from_channels(outs, s.irs3)
 
     # -- elementwise -------------------------------------------------------------------
     def _build_elementwise(self, off1, off2) -> None:
         s = self.spec
-        self.pairs = []  # (const name, i1, i2, a, b, [(path k, i3, width)])
+        self.pairs = []  # (const prefix, i1, i2, [(path k, i3, width)])
         for i1, ir1 in enumerate(s.irs1):
             for i2, ir2 in enumerate(s.irs2):
                 ps = [(k, p) for k, p in enumerate(self.paths) if p.i1 == i1 and p.i2 == i2]
                 if not ps:
                     continue
-                a, b = ir1.dim, ir2.dim
-                cgm = np.concatenate([p.coeff.reshape(a * b, 2 * p.l3 + 1) for _, p in ps], axis=1)
+                t = np.concatenate([p.coeff for _, p in ps], axis=2)  # [a, b, sum of 2l3+1]
                 name = f"cg_{i1}_{i2}"
-                self.add_const(name, cgm)
-                self.pairs.append((name, i1, i2, a, b, [(k, p.i3, 2 * p.l3 + 1) for k, p in ps]))
+                for perm in _SLOTS:
+                    u, v, o = perm
+                    tp = t.transpose(u, v, o)
+                    self.add_const(f"{name}_{u}{v}{o}", tp.reshape(tp.shape[0] * tp.shape[1], tp.shape[2]).T)
+                self.pairs.append((name, i1, i2, [(k, p.i3, 2 * p.l3 + 1) for k, p in ps]))
 
-    def _forward_elementwise(self, x1, x2, w):
+    def _forward_pairs(self, t1, t2, w, n):
+        """Both inputs as component-major blocks ``[2l+1, N*C]``: per pair of input irreps one
+        :class:`_Bilinear` over all its paths, then the weights, then the sum per output."""
         s = self.spec
-        n, C = x1.shape[0], s.channels
-        b1 = x1.split([C * ir.dim for ir in s.irs1], dim=1)
-        b2 = x2.split([C * ir.dim for ir in s.irs2], dim=1)
-        wp = w.view(w.shape[0], len(self.paths), C, 1).unbind(1)
+        C = s.channels
+        wp = w.view(w.shape[0], len(self.paths), C).unbind(1)
+        wp = [wk.reshape(1, -1) for wk in wp] if w.shape[0] == n else [wk.repeat(1, n) for wk in wp]
         outs: list = [None] * len(s.irs3)
-        for name, i1, i2, a, b, entries in self.pairs:
-            outer = b1[i1].view(n, C, a, 1) * b2[i2].view(n, C, 1, b)
-            y = outer.view(n, C, a * b) @ self.const(name, x1)  # [N, C, sum of 2l3+1]
-            for (k, i3, _), yk in zip(entries, y.split([e[2] for e in entries], dim=2)):
+        for name, i1, i2, entries in self.pairs:
+            mats = {perm: self.const(f"{name}_{perm[0]}{perm[1]}{perm[2]}", t1[0]) for perm in _SLOTS}
+            y = _Bilinear.apply(t1[i1], t2[i2], mats, (0, 1, 2))  # [sum of 2l3+1, N*C]
+            for (k, i3, _), yk in zip(entries, y.split([e[2] for e in entries], dim=0)):
                 t = yk * wp[k]
                 outs[i3] = t if outs[i3] is None else outs[i3] + t
-        return from_channels(outs, s.irs3)
+        return torch.cat([o.view(ir.dim, n, C).permute(1, 2, 0).reshape(n, C * ir.dim)
+                          for o, ir in zip(outs, s.irs3)], dim=1)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        if self.spec.mode == "channelwise":
-            return self._forward_channelwise(x1, x2, weight)
-        return self._forward_elementwise(x1, x2, weight)
+        if self.use_pairs:
+            s = self.spec
+            return self._forward_pairs(_component_major(x1, s.irs1, s.channels),
+                                       _component_major(x2, s.irs2, s.channels2, expand=s.channels), weight, x1.shape[0])
+        return self._forward_channelwise(x1, x2, weight)

@@ -161,7 +161,11 @@ class TrainConfig:
 
     Attributes:
         max_steps: optimizer steps in total.
-        max_minutes: stop (with a checkpoint) after this wall-clock time (``None``: no limit).
+        max_minutes: stop (with a checkpoint) after this much training time (``None``: no limit),
+            measured by ``clock``.
+        clock: what ``max_minutes`` (and the ``elapsed_s`` of checkpoints) counts: ``wall``
+            (wall-clock seconds) or ``cpu`` (CPU seconds of this process, all its threads;
+            for equal-compute comparisons on a shared machine).
         batch_size: structures per optimizer step over all processes (the global batch);
             each of W processes takes ``batch_size / W``.
         val_every: validate every this many steps (and at the end).
@@ -180,6 +184,7 @@ class TrainConfig:
 
     max_steps: int = 1000
     max_minutes: Optional[float] = None
+    clock: Literal["wall", "cpu"] = "wall"
     batch_size: int = 8
     val_every: int = 100
     val_batch_size: int = 32

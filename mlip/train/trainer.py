@@ -381,9 +381,12 @@ class Trainer:
         self.orthoreg_sums.zero_()
         return m
 
+    def _clock(self) -> float:
+        return time.process_time() if self.cfg.train.clock == "cpu" else time.perf_counter()
+
     def elapsed(self) -> float:
-        """Training seconds over all sessions of this run."""
-        return self.elapsed0 + time.perf_counter() - self.t0
+        """Training seconds (``train.clock``: wall or CPU) over all sessions of this run."""
+        return self.elapsed0 + self._clock() - self.t0
 
     def checkpoint(self, best: bool) -> None:
         """Write ``last.pt`` (and ``best.pt``) on rank 0; every rank sends its stream position."""
@@ -419,7 +422,7 @@ class Trainer:
         from tqdm import tqdm
 
         c = self.cfg.train
-        self.t0 = time.perf_counter()
+        self.t0 = self._clock()
         bar = tqdm(total=c.max_steps, initial=self.step, disable=not (c.progress and self.info.is_main),
                    unit="step", desc="train", dynamic_ncols=True, file=sys.stderr)
         t_rate, n_rate = time.perf_counter(), 0

@@ -20,6 +20,7 @@ def reference(tp, dtype):
 
 CASES = [
     ("channelwise",) + case("channelwise", 3, C=4),
+    ("channelwise",) + case("channelwise", 4, C=2),
     ("elementwise",) + case("elementwise", 3, C=4),
     # unnatural parity, repeated degrees and unsorted irreps: layout bookkeeping
     ("channelwise", "3x1e+3x0e+3x2o+3x1o", "1o+0e+1e", "3x2e+3x1o+3x0e+3x1e+3x0o"),
@@ -27,10 +28,15 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("route", ["auto", "pairwise", "per_sample"])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("mode,in1,in2,out", CASES)
-def test_cg_equals_e3nn(mode, in1, in2, out, dtype):
-    tp = TensorProduct(in1, in2, out, mode=mode, backend="cg")
+def test_cg_equals_e3nn(mode, in1, in2, out, dtype, route):
+    if mode == "elementwise" and route == "per_sample":
+        with pytest.raises(ValueError, match="per_sample.*channelwise"):
+            TensorProduct(in1, in2, out, mode=mode, backend="cg", route=route)
+        return
+    tp = TensorProduct(in1, in2, out, mode=mode, backend="cg", route=route)
     ref = reference(tp, dtype)
     assert tp.weight_numel == ref.weight_numel
     g = torch.Generator().manual_seed(0)
@@ -46,13 +52,22 @@ def test_cg_equals_e3nn(mode, in1, in2, out, dtype):
     assert (y - y_ref).abs().max() <= TOL[dtype] * scale
 
 
-@pytest.mark.parametrize("mode", ["channelwise", "elementwise"])
-def test_cg_gradients_equal_e3nn(mode):
+@pytest.mark.parametrize("mode,route", [("channelwise", "pairwise"), ("channelwise", "per_sample"),
+                                        ("elementwise", "auto")])
+def test_cg_gradients_equal_e3nn(mode, route):
     dtype = torch.float64
-    tp = TensorProduct(*case(mode, 2, C=3), mode=mode)
+    tp = TensorProduct(*case(mode, 2, C=3), mode=mode, route=route)
     ref = reference(tp, dtype)
     ins = [torch.randn(6, d, dtype=dtype, requires_grad=True) for d in (tp.irreps_in1.dim, tp.irreps_in2.dim, tp.weight_numel)]
     grads = torch.autograd.grad(tp(*ins).sin().sum(), ins)
     grads_ref = torch.autograd.grad(ref(*ins).sin().sum(), ins)
     for a, b in zip(grads, grads_ref):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_auto_route_and_bad_route():
+    small = TensorProduct(*case("channelwise", 1, C=4), mode="channelwise").impl
+    large = TensorProduct(*case("channelwise", 5, C=4), mode="channelwise").impl
+    assert small.use_pairs and not large.use_pairs
+    with pytest.raises(ValueError, match="route must be"):
+        TensorProduct(*case("channelwise", 1, C=4), mode="channelwise", route="fast")

@@ -9,10 +9,14 @@ from mlip.kernels.tp.power import SymmetricPower
 from tp_cases import BACKENDS, case, options
 
 
-@pytest.mark.parametrize("mode", ["channelwise", "elementwise"])
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_gradcheck(backend, mode):
-    tp = TensorProduct(*case(mode, 2, C=2), mode=mode, backend=backend, **options(backend))
+# cg's channelwise auto route at L=2 is the pairwise one: check the per-sample route too
+CASES = [(b, m, options(b)) for b in BACKENDS for m in ("channelwise", "elementwise")]
+CASES.append(("cg", "channelwise", {"route": "per_sample"}))
+
+
+@pytest.mark.parametrize("backend,mode,opts", CASES)
+def test_gradcheck(backend, mode, opts):
+    tp = TensorProduct(*case(mode, 2, C=2), mode=mode, backend=backend, **opts)
     g = torch.Generator().manual_seed(0)
     ins = [
         torch.randn(3, d, dtype=torch.float64, generator=g, requires_grad=True)

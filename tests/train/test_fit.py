@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import mlip
-from mlip.train import export_checkpoint, fit, load_checkpoint, model_from_checkpoint
+from mlip.train import ConfigError, export_checkpoint, fit, load_checkpoint, model_from_checkpoint
 from mlip.train.cli import main
 from mlip.train.config import config_from_dict
 from mlip.train.data import fit_e0s, resolve_dataset, scan
@@ -114,3 +114,16 @@ def test_loss_goes_down(tmp_path, cache_dir, t):
     rows = [r.split(",") for r in (tmp_path / "r" / "metrics.csv").read_text().splitlines()[1:]]
     train_loss = [float(r[5]) for r in rows if r[3] == "train"]
     assert train_loss[-1] < train_loss[0]
+
+
+@pytest.mark.parametrize("clock", ["wall", "cpu"])
+def test_time_budget_stops_with_a_checkpoint(tmp_path, cache_dir, t, clock):
+    """max_minutes ends the run early on either clock; the checkpoint records the time spent."""
+    cfg = config_from_dict(t.config(tmp_path / "r", cache_dir, train={"max_steps": 10**6, "max_minutes": 0.002,
+                                                                          "clock": clock, "val_every": 1000}))
+    res = fit(cfg)
+    assert 1 <= res.step < 10**6
+    ck = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
+    assert ck["step"] == res.step and ck["elapsed_s"] >= 0.12
+    with pytest.raises(ConfigError, match=r"train\.clock.*'wall'.*'cpu'"):
+        config_from_dict(t.config(tmp_path / "q", cache_dir, train={"clock": "gpu"}))
