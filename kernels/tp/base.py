@@ -94,6 +94,11 @@ class TPBackend(Constants):
 
     weight_numel: int = 0
 
+    def floats_per_sample(self) -> int:
+        """Size (in numbers) of the largest intermediate per sample; sets the CPU chunk size."""
+        s = self.spec
+        return s.channels * max(s.d1, s.d2, s.d3)
+
     def to_channels(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Multiplicity-major inputs -> channel layout ``[N, C, d1]``, ``[N, C2, d2]``."""
         return channel_layout(x1, self.spec.irs1, self.spec.channels), channel_layout(x2, self.spec.irs2, self.spec.channels2)

@@ -132,6 +132,14 @@ class CGBackend(TPBackend):
         else:
             self._build_channelwise(off1, off2)
 
+    def floats_per_sample(self) -> int:
+        s = self.spec
+        if self.use_pairs:
+            widest = max(s.irs1[i1].dim * s.irs2[i2].dim for _, i1, i2, _ in self.pairs)
+        else:
+            widest = max(r for _, _, r, _, _, _ in self.outputs)
+        return s.channels * max(widest, s.d1, s.d3)
+
     def _pair_flops(self) -> int:
         """Multiply-adds per (sample, channel) of the pairwise route."""
         d1, d2 = self.spec.irs1, self.spec.irs2

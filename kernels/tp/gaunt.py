@@ -60,6 +60,9 @@ class GauntBackend(SphericalProductBackend):
         self.add_const("Kre", K.real.copy())
         self.add_const("Kim", -K.imag.copy())
 
+    def floats_per_sample(self) -> int:
+        return self.spec.channels * self.n_u * self.n_v
+
     def _to_values(self, xw, side):
         L = getattr(self, "L" + side + "_")
         n = 2 * L + 1

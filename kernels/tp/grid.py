@@ -73,6 +73,9 @@ class GridBackend(SphericalProductBackend):
         n, C = x2.shape[0], self.spec.channels
         return torch.matmul(w2, g).reshape(n * C, -1) if w2.shape[0] == n else (w2 @ g).reshape(n * C, -1)
 
+    def floats_per_sample(self) -> int:
+        return self.spec.channels * self.num_points
+
     @property
     def num_points(self) -> int:
         return self.resolution[0] * self.resolution[1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 from ..irreps import as_irreps, split_channels
@@ -10,6 +12,9 @@ from .base import MODES, TPSpec
 __all__ = ["TensorProduct", "BACKENDS", "register_backend"]
 
 BACKENDS: dict[str, type] = {}
+
+#: target size (numbers) of the largest per-chunk intermediate on CPU (see ``chunk_size``)
+CHUNK_FLOATS = int(os.environ.get("MLIP_TP_CHUNK_FLOATS", 1 << 20))
 
 
 def register_backend(cls: type) -> type:
@@ -30,6 +35,12 @@ class TensorProduct(torch.nn.Module):
         backend: ``"cg"`` (exact Clebsch–Gordan, e3nn numbers), ``"gaunt"`` (Gaunt product
             by 2D FFT), ``"grid"`` (Gaunt product on a spherical grid) or ``"cp"`` (CP
             decomposition of the CG tensor). Each backend documents what its weights mean.
+        chunk_size: samples per chunk on CPU (``None``: automatic, ``0``: never chunk). On
+            CPU the products are bound by memory traffic: running ``N`` samples in chunks
+            whose intermediates stay in cache is 1.5-3x faster at N = 10,000 (forward and
+            backward; each chunk's backward then also runs on cache-sized tensors). The
+            automatic size keeps the largest intermediate near ``CHUNK_FLOATS`` numbers.
+            CUDA tensors are never chunked.
         **options: backend options (e.g. ``resolution`` for ``grid``, ``rank`` for ``cp``).
 
     Shapes: ``x1 [N, irreps_in1.dim]``, ``x2 [N, irreps_in2.dim]``, ``weight [N, weight_numel]``
@@ -37,8 +48,11 @@ class TensorProduct(torch.nn.Module):
     multiplicity-major layout. ``x1``, ``x2`` and ``weight`` share dtype and device.
     """
 
-    def __init__(self, irreps_in1, irreps_in2, irreps_out, *, mode: str = "channelwise", backend: str = "cg", **options):
+    def __init__(self, irreps_in1, irreps_in2, irreps_out, *, mode: str = "channelwise", backend: str = "cg",
+                 chunk_size: int | None = None, **options):
         super().__init__()
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 0):
+            raise ValueError(f"chunk_size must be None or an integer >= 0, got {chunk_size!r}")
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if backend not in BACKENDS:
@@ -54,6 +68,9 @@ class TensorProduct(torch.nn.Module):
         self.mode, self.backend = mode, backend
         self.impl = BACKENDS[backend](spec, **options)
         self.weight_numel = self.impl.weight_numel
+        if chunk_size is None:
+            chunk_size = max(16, CHUNK_FLOATS // max(1, self.impl.floats_per_sample()))
+        self.chunk_size = chunk_size
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         self._check(x1, x2, weight)
@@ -63,7 +80,11 @@ class TensorProduct(torch.nn.Module):
             return (x1.sum() + x2.sum() + weight.sum()).mul(0).expand(0, self.irreps_out.dim)
         if weight.dim() == 1:
             weight = weight.unsqueeze(0)
-        return self.impl(x1, x2, weight)
+        n, k = x1.shape[0], self.chunk_size
+        if k == 0 or n <= k or x1.device.type != "cpu":
+            return self.impl(x1, x2, weight)
+        ws = weight.split(k) if weight.shape[0] == n else [weight] * ((n + k - 1) // k)
+        return torch.cat([self.impl(a, b, w) for a, b, w in zip(x1.split(k), x2.split(k), ws)])
 
     def _check(self, x1, x2, weight) -> None:
         for name, t, dim in (("x1", x1, self.irreps_in1.dim), ("x2", x2, self.irreps_in2.dim)):

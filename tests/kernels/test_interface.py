@@ -99,3 +99,32 @@ def test_empty_batch(backend):
     assert y.shape == (0, 8)
     g = torch.autograd.grad(y.sum(), (x1, x2, w))
     assert g[0].shape == (0, 8) and torch.equal(g[2], torch.zeros_like(w))
+
+
+@pytest.mark.parametrize("mode", ["channelwise", "elementwise"])
+@pytest.mark.parametrize("backend", ["cg", "gaunt", "grid", "cp"])
+def test_chunked_equals_unchunked(backend, mode):
+    """CPU chunking over samples changes nothing: outputs, first and second derivatives,
+    per-sample and shared weights, N not a multiple of the chunk."""
+    in2 = "0e+1o+2e" if mode == "channelwise" else "3x0e+3x1o+3x2e"
+    kw = {"rank": "full"} if backend == "cp" else {}
+    whole = TensorProduct("3x0e+3x1o+3x2e", in2, "3x0e+3x1o+3x2e", mode=mode, backend=backend, chunk_size=0, **kw)
+    parts = TensorProduct("3x0e+3x1o+3x2e", in2, "3x0e+3x1o+3x2e", mode=mode, backend=backend, chunk_size=4, **kw)
+    g = torch.Generator().manual_seed(1)
+    n = 11
+    x1 = torch.randn(n, whole.irreps_in1.dim, dtype=torch.float64, generator=g, requires_grad=True)
+    x2 = torch.randn(n, whole.irreps_in2.dim, dtype=torch.float64, generator=g, requires_grad=True)
+    for w in (torch.randn(n, whole.weight_numel, dtype=torch.float64, generator=g),
+              torch.randn(whole.weight_numel, dtype=torch.float64, generator=g)):
+        w.requires_grad_()
+        ys = [m(x1, x2, w) for m in (whole, parts)]
+        torch.testing.assert_close(ys[1], ys[0], rtol=1e-12, atol=1e-12)
+        grads = [torch.autograd.grad(y.sin().sum(), (x1, x2, w), create_graph=True) for y in ys]
+        for a, b in zip(*grads):
+            torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+        gg = [torch.autograd.grad(gr[0].square().sum() + gr[1].square().sum(), (x1, w)) for gr in grads]
+        for a, b in zip(*gg):
+            torch.testing.assert_close(b, a, rtol=1e-11, atol=1e-11)
+    assert parts.chunk_size == 4 and TensorProduct("3x0e", "0e", "3x0e").chunk_size >= 16
+    with pytest.raises(ValueError, match="chunk_size"):
+        TensorProduct("3x0e", "0e", "3x0e", chunk_size=-1)
