@@ -131,16 +131,17 @@ def fmt(entry) -> str:
 def table(rows, impls, mode, kind, key) -> str:
     by = {(r["impl"], r["L"]): r for r in rows if r["mode"] == mode and r["kind"] == kind}
     Ls = sorted({r["L"] for r in rows if r["mode"] == mode and r["kind"] == kind})
-    head = "| L | " + " | ".join(impls) + " | " + " | ".join(f"e3nn / {b}" for b in impls if b != "e3nn") + " |"
-    lines = [head, "|" + "---|" * (1 + len(impls) + len(impls) - 1)]
+    # ratio columns: e3nn's time over each backend's, and cg's over each other mlip backend's
+    pairs = [("e3nn", b) for b in impls if b != "e3nn"]
+    if "cg" in impls:
+        pairs += [("cg", b) for b in impls if b not in ("cg", "e3nn", "cueq")]
+    head = "| L | " + " | ".join(impls) + " | " + " | ".join(f"{a} / {b}" for a, b in pairs) + " |"
+    lines = [head, "|" + "---|" * (1 + len(impls) + len(pairs))]
     for L in Ls:
         cells = [fmt(by.get((i, L), {}).get(key)) for i in impls]
-        ref = by.get(("e3nn", L), {}).get(key)
         ratios = []
-        for i in impls:
-            if i == "e3nn":
-                continue
-            e = by.get((i, L), {}).get(key)
+        for a, b in pairs:
+            ref, e = by.get((a, L), {}).get(key), by.get((b, L), {}).get(key)
             ok = ref and e and "ms" in ref and "ms" in e
             ratios.append(f"{ref['ms'] / e['ms']:.2f}x" if ok else "–")
         lines.append(f"| {L} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
@@ -298,8 +299,8 @@ def main(argv=None) -> int:
         f"N = {N:,} samples, C = {args.C} channels, float32, per-sample weights; {meta['threads']} thread(s), "
         f"{'CPU time of the process (the machine was shared with other jobs)' if args.clock == 'cpu' else 'wall-clock time'}; "
         f"torch {meta['torch']}, e3nn {meta.get('e3nn', '-')}; {meta['date']}; {meta.get('gpu', meta['machine'])}. "
-        "Times in ms (median after warm-up); the ratio columns are e3nn's time over each backend's "
-        "(> 1 means faster than e3nn), measured in the same run.",
+        "Times in ms (median after warm-up); the ratio columns `a / b` are a's time over b's "
+        "(> 1 means b is faster), measured in the same run: e3nn over every backend, cg over the other mlip backends.",
         "",
         "Reproduce: " + "; ".join(f"`{c.strip()}`" for c in meta["commands"])
         + (f"; then `python benchmarks/tp.py --from-json ...` merged them" if args.from_json else "")

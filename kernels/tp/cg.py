@@ -42,41 +42,38 @@ def _bmm_width(r: int, k: int) -> int:
     return kp
 
 
-def _component_major(x: torch.Tensor, irs, channels: int, expand: int | None = None) -> list:
-    """Multiplicity-major ``[N, channels * d]`` -> one ``[2l+1, N * C]`` block per irrep
-    (``expand``: broadcast a single channel to ``expand`` channels)."""
-    n, out = x.shape[0], []
-    for blk, ir in zip(x.split([channels * ir.dim for ir in irs], dim=1), irs):
-        t = blk.view(n, channels, ir.dim).permute(2, 0, 1)
-        if expand is not None and expand != channels:
-            t = t.expand(ir.dim, n, expand)
-        out.append(t.reshape(ir.dim, -1))
-    return out
+def _component_major(x: torch.Tensor, irs, channels: int) -> list:
+    """Multiplicity-major ``[N, channels * d]`` -> one ``[2l+1, N, channels]`` block per irrep."""
+    n = x.shape[0]
+    return [blk.view(n, channels, ir.dim).permute(2, 0, 1).contiguous()
+            for blk, ir in zip(x.split([channels * ir.dim for ir in irs], dim=1), irs)]
 
 
 _SLOTS = ((0, 1, 2), (2, 1, 0), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1))
 
 
 def _outer_mm(xa: torch.Tensor, xb: torch.Tensor, mat: torch.Tensor) -> torch.Tensor:
-    """``[a, M], [b, M], [c, a*b] -> [c, M]``: column-wise outer product, then one GEMM.
+    """``[a, N, Ca], [b, N, Cb], [c, a*b] -> [c, N, C]``: outer product over the first axis
+    (``Ca`` or ``Cb`` may be 1: broadcast over channels), then one GEMM.
 
-    Component-major (rows are the few components, the long axis ``M`` is contiguous), so
-    the broadcast product vectorises over ``M`` instead of over a dimension of 1-13.
+    Component-major (the few components first, samples x channels contiguous), so the
+    broadcast product vectorises over ``N * C`` instead of over a dimension of 1-13.
     """
-    a, b, m = xa.shape[0], xb.shape[0], xa.shape[1]
-    if a == 1 or b == 1:
-        return mat @ (xa * xb)
-    return mat @ (xa.unsqueeze(1) * xb.unsqueeze(0)).view(a * b, m)
+    a, b = xa.shape[0], xb.shape[0]
+    n, c = xa.shape[1], max(xa.shape[2], xb.shape[2])
+    outer = xa * xb if a == 1 or b == 1 else xa.unsqueeze(1) * xb.unsqueeze(0)
+    return (mat @ outer.reshape(a * b, n * c)).view(-1, n, c)
 
 
 class _Bilinear(torch.autograd.Function):
-    """Column-wise bilinear form ``y[k, r] = sum_ij xa[i, r] xb[j, r] T[i, j, k]``.
+    """Bilinear form over the first axis ``y[k, r, c] = sum_ij xa[i, r, c] xb[j, r, c] T[i, j, k]``
+    (one of ``xa``, ``xb`` may have a single channel, broadcast).
 
     ``mats[(u, v, o)]`` is ``T`` with its slots permuted to ``(u, v, o)`` and flattened to
     ``[d_o, d_u * d_v]``; ``slots`` says which slots the two inputs and the output fill.
-    Both input gradients are the same bilinear form with the slots permuted, so backward
-    is two more calls of this Function: no broadcast-and-reduce, no saved outer product,
-    and any order of derivatives (forces in training need the second).
+    Both input gradients are the same bilinear form with the slots permuted (summed over
+    channels for a broadcast input), so backward is two more calls of this Function: no
+    saved outer product, and any order of derivatives (forces in training need the second).
     """
 
     @staticmethod
@@ -92,8 +89,12 @@ class _Bilinear(torch.autograd.Function):
         ga = gb = None
         if ctx.needs_input_grad[0]:
             ga = _Bilinear.apply(gy, xb, ctx.mats, (o, v, u))
+            if xa.shape[2] != ga.shape[2]:
+                ga = ga.sum(2, keepdim=True)
         if ctx.needs_input_grad[1]:
             gb = _Bilinear.apply(xa, gy, ctx.mats, (u, o, v))
+            if xb.shape[2] != gb.shape[2]:
+                gb = gb.sum(2, keepdim=True)
         return ga, gb, None, None
 
 
@@ -231,25 +232,24 @@ class CGBackend(TPBackend):
                 self.pairs.append((name, i1, i2, [(k, p.i3, 2 * p.l3 + 1) for k, p in ps]))
 
     def _forward_pairs(self, t1, t2, w, n):
-        """Both inputs as component-major blocks ``[2l+1, N*C]``: per pair of input irreps one
-        :class:`_Bilinear` over all its paths, then the weights, then the sum per output."""
+        """Both inputs as component-major blocks ``[2l+1, N, C]`` (``x2`` with one channel in
+        channelwise mode): per pair of input irreps one :class:`_Bilinear` over all its paths,
+        then the weights, then the sum per output irrep."""
         s = self.spec
         C = s.channels
-        wp = w.view(w.shape[0], len(self.paths), C).unbind(1)
-        wp = [wk.reshape(1, -1) for wk in wp] if w.shape[0] == n else [wk.repeat(1, n) for wk in wp]
+        wp = w.view(w.shape[0], len(self.paths), C).unbind(1)  # [N|1, C] each, broadcast over rows
         outs: list = [None] * len(s.irs3)
         for name, i1, i2, entries in self.pairs:
-            mats = {perm: self.const(f"{name}_{perm[0]}{perm[1]}{perm[2]}", t1[0]) for perm in _SLOTS}
-            y = _Bilinear.apply(t1[i1], t2[i2], mats, (0, 1, 2))  # [sum of 2l3+1, N*C]
+            mats = {perm: self.const(f"{name}_{perm[0]}{perm[1]}{perm[2]}", w) for perm in _SLOTS}
+            y = _Bilinear.apply(t1[i1], t2[i2], mats, (0, 1, 2))  # [sum of 2l3+1, N, C]
             for (k, i3, _), yk in zip(entries, y.split([e[2] for e in entries], dim=0)):
                 t = yk * wp[k]
                 outs[i3] = t if outs[i3] is None else outs[i3] + t
-        return torch.cat([o.view(ir.dim, n, C).permute(1, 2, 0).reshape(n, C * ir.dim)
-                          for o, ir in zip(outs, s.irs3)], dim=1)
+        return torch.cat([o.permute(1, 2, 0).reshape(n, C * ir.dim) for o, ir in zip(outs, s.irs3)], dim=1)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self.use_pairs:
             s = self.spec
             return self._forward_pairs(_component_major(x1, s.irs1, s.channels),
-                                       _component_major(x2, s.irs2, s.channels2, expand=s.channels), weight, x1.shape[0])
+                                       _component_major(x2, s.irs2, s.channels2), weight, x1.shape[0])
         return self._forward_channelwise(x1, x2, weight)
