@@ -14,7 +14,7 @@ __all__ = ["TensorProduct", "BACKENDS", "register_backend"]
 BACKENDS: dict[str, type] = {}
 
 #: target size (numbers) of the largest per-chunk intermediate on CPU (see ``chunk_size``)
-CHUNK_FLOATS = int(os.environ.get("MLIP_TP_CHUNK_FLOATS", 1 << 20))
+CHUNK_FLOATS = int(os.environ.get("MLIP_TP_CHUNK_FLOATS", str(1 << 20)))
 
 
 def register_backend(cls: type) -> type:
