@@ -88,7 +88,8 @@ def build(impl: str, in1: str, in2: str, out: str, mode: str, device):
     return m.to(device), m.weight_numel
 
 
-def measure(impl, L, mode, kind, N, C, device, cap) -> dict:
+def calls(impl, L, mode, kind, N, C, device) -> tuple[dict, dict]:
+    """Build one implementation for one case; returns its row stub and ``{"fwd": fn, "fb": fn}``."""
     in1 = irreps_upto(L, C)
     in2 = irreps_upto(L, 1) if mode == "channelwise" else irreps_upto(L, C)
     out = irreps_upto(L if kind == "model" else 2 * L, C)
@@ -114,9 +115,54 @@ def measure(impl, L, mode, kind, N, C, device, cap) -> dict:
         sync()
 
     row = {"impl": impl, "L": L, "mode": mode, "kind": kind, "weight_numel": numel, "build_s": build_s}
-    row["fwd"] = time_call(fwd, cap)
-    row["fb"] = time_call(fb, cap)
+    return row, {"fwd": fwd, "fb": fb}
+
+
+def measure(impl, L, mode, kind, N, C, device, cap) -> dict:
+    """Time one implementation alone (warm-up, then the median)."""
+    row, fns = calls(impl, L, mode, kind, N, C, device)
+    row["fwd"] = time_call(fns["fwd"], cap)
+    row["fb"] = time_call(fns["fb"], cap)
     return row
+
+
+def measure_interleaved(impls, L, mode, kind, N, C, device, cap, repeats: int = 5, warmup: int = 2) -> list[dict]:
+    """Time several implementations of one case in alternating order (one call of each per
+    round), so that a change of machine load hits all of them alike; medians per impl.
+    An implementation whose first call exceeds ``cap`` seconds keeps that one call."""
+    built = []
+    for impl in impls:
+        try:
+            built.append(calls(impl, L, mode, kind, N, C, device))
+        except (RuntimeError, MemoryError) as exc:
+            built.append(({"impl": impl, "L": L, "mode": mode, "kind": kind,
+                           "fwd": {"skipped": type(exc).__name__}, "fb": {"skipped": str(exc)[:60]}}, None))
+    times = {(i, k): [] for i in range(len(built)) for k in ("fwd", "fb")}
+    slow = set()
+    budget = time.perf_counter() + 4 * cap * max(1, len(built))
+    for r in range(warmup + repeats):
+        for i, (_, fns) in enumerate(built):
+            for key in ("fwd", "fb"):
+                if fns is None or (i, key) in slow:
+                    continue
+                t0 = CLOCK()
+                fns[key]()
+                dt = CLOCK() - t0
+                if r == 0 and dt > cap:
+                    times[(i, key)] = [dt]
+                    slow.add((i, key))
+                elif r >= warmup or (r == 0 and dt > 10):  # slow calls are their own warm-up
+                    times[(i, key)].append(dt)
+        if time.perf_counter() > budget and all(times[(i, k)] for i, (_, f) in enumerate(built) if f for k in ("fwd", "fb")):
+            break
+    rows = []
+    for i, (row, fns) in enumerate(built):
+        if fns is not None:
+            for key in ("fwd", "fb"):
+                t = times[(i, key)]
+                row[key] = {"ms": statistics.median(t) * 1e3, "n": len(t), **({"note": "1 cold call"} if (i, key) in slow else {})}
+        rows.append(row)
+    return rows
 
 
 def fmt(entry) -> str:
@@ -210,6 +256,9 @@ def main(argv=None) -> int:
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall: elapsed time; cpu: this process's CPU time with 1 thread, robust when "
                    "other jobs share the machine (times then are single-thread times)")
+    p.add_argument("--interleave", action="store_true",
+                   help="per L, time all implementations in alternating order (robust to load changes "
+                   "on a shared machine) instead of one sweep per implementation")
     p.add_argument("--no-readme", action="store_true", help="do not rewrite benchmarks/README.md")
     p.add_argument("--out", type=Path, help="JSON output path")
     p.add_argument("--from-json", type=Path, nargs="+", metavar="JSON",
@@ -235,6 +284,27 @@ def main(argv=None) -> int:
     rows = []
     for mode in ([] if args.from_json else args.modes):
         for kind in args.kinds:
+            if args.interleave:
+                hist: dict = {}
+                for L in Ls:
+                    live = []
+                    for impl in impls:
+                        if impl == "cueq" and mode != "channelwise":
+                            continue
+                        h = hist.get(impl, [])
+                        est = h[-1] * h[-1] / h[-2] / 1e3 if len(h) >= 2 else None
+                        if (est is not None and est > args.cap) or (h and h[-1] > args.cap * 1e3):
+                            why = f"est. {est:.0f} s/call" if est is not None else "previous L over cap"
+                            rows.append({"impl": impl, "L": L, "mode": mode, "kind": kind,
+                                         "fwd": {"skipped": why}, "fb": {"skipped": why}})
+                        else:
+                            live.append(impl)
+                    for r in measure_interleaved(live, L, mode, kind, N, args.C, device, args.cap):
+                        rows.append(r)
+                        hist.setdefault(r["impl"], []).append(r["fb"].get("ms", float("inf")))
+                        print(f"{mode:11s} {kind:5s} L={L} {r['impl']:5s} fwd {fmt(r['fwd']):>12s} ms   "
+                              f"f+b {fmt(r['fb']):>12s} ms", flush=True)
+                continue
             for impl in impls:
                 if impl == "cueq" and mode != "channelwise":
                     continue

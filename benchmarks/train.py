@@ -65,6 +65,7 @@ def parse_args(argv=None):
                    help="budget clock: CPU time of the training process, or wall-clock time")
     p.add_argument("--merge", nargs="+", type=Path, default=None,
                    help="only merge these result JSON files into --json and the README section")
+    p.add_argument("--note", action="append", help="with --merge: a note line for the README section (repeatable)")
     p.add_argument("--work", type=Path, default=HERE / "results" / "train_runs", help="run folders")
     p.add_argument("--json", type=Path, default=HERE / "results" / "train.json")
     p.add_argument("--threads", type=int, default=1, help="torch threads of each training process")
@@ -77,6 +78,8 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=0.01)
     p.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     p.add_argument("--no-mace", action="store_true", help="skip mace-torch")
+    p.add_argument("--mace-max-ell", type=int, default=3,
+                   help="MACE's edge spherical-harmonic degree (its default 3; mlip's edges use l_max)")
     p.add_argument("--no-readme", action="store_true", help="do not rewrite the README section (smoke runs)")
     return p.parse_args(argv)
 
@@ -204,7 +207,7 @@ def run_mace(args, train: Path, val: Path) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     cmd = [str(py.parent / "mace_run_train"), "--name", "ethanol", "--train_file", str(train),
            "--valid_file", str(val), "--energy_key", "energy", "--forces_key", "forces", "--model", "MACE",
-           "--num_channels", str(args.channels), "--max_L", str(args.l_max), "--correlation", str(args.correlation),
+           "--num_channels", str(args.channels), "--max_L", str(args.l_max), "--max_ell", str(args.mace_max_ell), "--correlation", str(args.correlation),
            "--num_interactions", str(args.layers), "--r_max", str(args.r_max), "--batch_size", str(args.batch_size),
            "--valid_batch_size", "32", "--lr", str(args.lr), "--energy_weight", "1", "--forces_weight", "10",
            "--E0s", "average", "--ema", "--ema_decay", "0.99", "--max_num_epochs", "100000",
@@ -266,12 +269,16 @@ def write_readme(rows: list[dict], metas: list[dict]) -> None:
     lines += ["", f"Data: rMD17 ethanol, {meta['n_train']} training / {meta['n_val']} held-out frames (10% by frame, "
               f"seed 0). Model: {meta['model']}. Metrics on the held-out frames. Minutes are "
               + ("CPU minutes of the training process." if clock == "cpu" else "wall-clock minutes."), "",
-              "| code | backend | minutes | steps / epoch | E MAE (meV/atom) | F MAE (meV/Å) |",
-              "|---|---|---:|---:|---:|---:|"]
+              "| code | backend | minutes | steps / epoch | E MAE (meV/atom) | F MAE (meV/Å) | F MAE vs mace-torch |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+    mace = {r["minutes"]: r.get("forces_mae") for r in rows if r["code"] == "mace-torch"}
     for r in rows:
+        ref, f = mace.get(r["minutes"]), r.get("forces_mae")
+        rel = f"{100 * (f / ref - 1):+.0f} %" if ref and f is not None and r["code"] != "mace-torch" else "—"
         lines.append(f"| {r['code']} | {r['backend']} | {r['minutes']:g} | {r.get('steps', r.get('epoch')) or '—'} | "
-                     f"{fmt(r.get('energy_mae'), 2)} | {fmt(r.get('forces_mae'), 1)} |")
-    lines += ["", "JSON: `benchmarks/results/train.json`.", "<!-- train:end -->"]
+                     f"{fmt(r.get('energy_mae'), 2)} | {fmt(r.get('forces_mae'), 1)} | {rel} |")
+    lines += ["", "JSON: `benchmarks/results/train.json`."] + [f"Note: {n}" for m in metas for n in m.get("notes", [])]
+    lines += ["<!-- train:end -->"]
     readme = HERE / "README.md"
     text = readme.read_text() if readme.exists() else ""
     block = "\n".join(lines)
@@ -289,6 +296,7 @@ def main(argv=None) -> int:
         parts = [json.loads(p.read_text()) for p in args.merge]
         rows = [r for part in parts for r in part["rows"]]
         metas = [part["meta"] for part in parts]
+        metas[0] = {**metas[0], "notes": list(args.note or [])}
         args.json.write_text(json.dumps({"meta": metas, "rows": rows}, indent=2))
         if not args.no_readme:
             write_readme(rows, metas)
