@@ -217,7 +217,7 @@ class CGBackend(TPBackend):
     # -- elementwise -------------------------------------------------------------------
     def _build_elementwise(self, off1, off2) -> None:
         s = self.spec
-        self.pairs = []  # (const prefix, i1, i2, [(path k, i3, width)])
+        self.pairs = []  # (const prefix or scalar CG, i1, i2, [(path k, i3, width)])
         for i1, ir1 in enumerate(s.irs1):
             for i2, ir2 in enumerate(s.irs2):
                 ps = [(k, p) for k, p in enumerate(self.paths) if p.i1 == i1 and p.i2 == i2]
@@ -225,6 +225,13 @@ class CGBackend(TPBackend):
                     continue
                 t = np.concatenate([p.coeff for _, p in ps], axis=2)  # [a, b, sum of 2l3+1]
                 name = f"cg_{i1}_{i2}"
+                # a scalar times the other input (l1 = 0 or l2 = 0): CG = c * identity, one path;
+                # a broadcast multiply, no bilinear contraction
+                flat = t.reshape(-1, t.shape[2])
+                if min(t.shape[:2]) == 1 and flat.shape[0] == flat.shape[1] and np.allclose(
+                        flat, flat[0, 0] * np.eye(flat.shape[0]), rtol=0, atol=1e-15):
+                    self.pairs.append((float(flat[0, 0]), i1, i2, [(k, p.i3, 2 * p.l3 + 1) for k, p in ps]))
+                    continue
                 for perm in _SLOTS:
                     u, v, o = perm
                     tp = t.transpose(u, v, o)
@@ -240,6 +247,11 @@ class CGBackend(TPBackend):
         wp = w.view(w.shape[0], len(self.paths), C).unbind(1)  # [N|1, C] each, broadcast over rows
         outs: list = [None] * len(s.irs3)
         for name, i1, i2, entries in self.pairs:
+            if isinstance(name, float):  # scalar x irrep: c * x1 * x2, broadcast
+                (k, i3, _), = entries
+                t = t1[i1] * (t2[i2] * (wp[k] * name))
+                outs[i3] = t if outs[i3] is None else outs[i3] + t
+                continue
             mats = {perm: self.const(f"{name}_{perm[0]}{perm[1]}{perm[2]}", w) for perm in _SLOTS}
             y = _Bilinear.apply(t1[i1], t2[i2], mats, (0, 1, 2))  # [sum of 2l3+1, N, C]
             for (k, i3, _), yk in zip(entries, y.split([e[2] for e in entries], dim=0)):
