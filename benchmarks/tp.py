@@ -259,6 +259,7 @@ def main(argv=None) -> int:
     p.add_argument("--interleave", action="store_true",
                    help="per L, time all implementations in alternating order (robust to load changes "
                    "on a shared machine) instead of one sweep per implementation")
+    p.add_argument("--note", action="append", help="a paragraph to add to the README section (repeatable)")
     p.add_argument("--no-readme", action="store_true", help="do not rewrite benchmarks/README.md")
     p.add_argument("--out", type=Path, help="JSON output path")
     p.add_argument("--from-json", type=Path, nargs="+", metavar="JSON",
@@ -378,6 +379,8 @@ def main(argv=None) -> int:
         "",
         f"![tp benchmark](results/{png.name})",
     ]
+    for note in args.note or []:
+        parts += ["", note]
     for mode in args.modes:
         for kind in args.kinds:
             for key, label in (("fwd", "forward"), ("fb", "forward + backward")):
