@@ -135,3 +135,24 @@ def test_coarse_grid_error_bound(res):
         assert (e.norm(dim=-1) <= bound * (1 + 1e-9) + 1e-12).all()
         saw_error = saw_error or e.abs().max() > 1e-8
     assert saw_error  # the coarse grids really are inexact
+
+
+@pytest.mark.parametrize("backend", ["gaunt", "grid"])
+@pytest.mark.parametrize("mode", ["channelwise", "elementwise"])
+def test_no_grad_forward_equals_autograd_forward(backend, mode):
+    """The no-grad forward multiplies in place: same numbers, inputs untouched (one irrep,
+    where the channel layout is a view of x1, and several)."""
+    for in1 in ("3x1o", "3x0e+3x1o+3x2e"):
+        in2 = ("0e+1o+2e" if mode == "channelwise" else "3x0e+3x1o+3x2e")
+        tp = TensorProduct(in1, in2, "3x0e+3x1o+3x2e", mode=mode, backend=backend)
+        g = torch.Generator().manual_seed(3)
+        x1 = torch.randn(5, tp.irreps_in1.dim, dtype=F64, generator=g)
+        x2 = torch.randn(5, tp.irreps_in2.dim, dtype=F64, generator=g)
+        w = torch.randn(5, tp.weight_numel, dtype=F64, generator=g)
+        copies = [t.clone() for t in (x1, x2, w)]
+        y = tp(x1, x2, w)
+        with torch.no_grad():
+            y0 = tp(x1, x2, w)
+        torch.testing.assert_close(y0, y, rtol=0, atol=0)
+        for a, b in zip((x1, x2, w), copies):
+            assert torch.equal(a, b)
