@@ -10,19 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from one_thread import _one_thread  # noqa: F401  (autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 ETHANOL = ROOT / "tests" / "datasets" / "data" / "rmd17_ethanol_50.xyz"
 PYTHON = sys.executable
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is fastest and immune to a busy shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_config(out, cache, **sections) -> dict:
