@@ -42,11 +42,67 @@ def _bmm_width(r: int, k: int) -> int:
     return kp
 
 
-def _component_major(x: torch.Tensor, irs, channels: int) -> list:
-    """Multiplicity-major ``[N, channels * d]`` -> one ``[2l+1, N, channels]`` block per irrep."""
+def _to_component_major(x: torch.Tensor, irs, channels: int) -> list:
     n = x.shape[0]
     return [blk.view(n, channels, ir.dim).permute(2, 0, 1).contiguous()
             for blk, ir in zip(x.split([channels * ir.dim for ir in irs], dim=1), irs)]
+
+
+def _to_multiplicity_major(blocks, channels: int) -> torch.Tensor:
+    n = blocks[0].shape[1]
+    dims = [b.shape[0] for b in blocks]
+    out = blocks[0].new_empty(n, channels * sum(dims))
+    o = 0
+    for b, d in zip(blocks, dims):
+        out[:, o : o + channels * d].view(n, channels, d).copy_(b.permute(1, 2, 0))
+        o += channels * d
+    return out
+
+
+class _ComponentMajor(torch.autograd.Function):
+    """Multiplicity-major ``[N, C*d]`` -> one contiguous ``[2l+1, N, C]`` block per irrep.
+
+    Written as a Function pair with :class:`_MultiplicityMajor` (each is the other's
+    backward) so that gradients come back contiguous in one copy: autograd's own backward
+    of permute + split hands on permuted views, which make every later broadcast multiply
+    and reduction of the backward several times slower on CPU, and then copies twice."""
+
+    @staticmethod
+    def forward(ctx, x, irs, channels):
+        ctx.channels = channels
+        return tuple(_to_component_major(x, irs, channels))
+
+    @staticmethod
+    def backward(ctx, *gs):
+        return _MultiplicityMajor.apply(ctx.channels, *gs), None, None
+
+
+class _MultiplicityMajor(torch.autograd.Function):
+    """Component-major blocks ``[2l+1, N, C]`` -> multiplicity-major ``[N, C*d]`` (one copy)."""
+
+    @staticmethod
+    def forward(ctx, channels, *blocks):
+        ctx.channels = channels
+        ctx.irs = [_Dim(b.shape[0]) for b in blocks]
+        return _to_multiplicity_major(blocks, channels)
+
+    @staticmethod
+    def backward(ctx, g):
+        return (None, *_ComponentMajor.apply(g, ctx.irs, ctx.channels))
+
+
+class _Dim:
+    """Stand-in for an irrep where only its dimension matters."""
+
+    __slots__ = ("dim",)
+
+    def __init__(self, dim: int):
+        self.dim = dim
+
+
+def _component_major(x: torch.Tensor, irs, channels: int) -> tuple:
+    """Multiplicity-major ``[N, channels * d]`` -> one ``[2l+1, N, channels]`` block per irrep."""
+    return _ComponentMajor.apply(x, irs, channels)
 
 
 _SLOTS = ((0, 1, 2), (2, 1, 0), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1))
@@ -257,7 +313,7 @@ class CGBackend(TPBackend):
             for (k, i3, _), yk in zip(entries, y.split([e[2] for e in entries], dim=0)):
                 t = yk * wp[k]
                 outs[i3] = t if outs[i3] is None else outs[i3] + t
-        return torch.cat([o.permute(1, 2, 0).reshape(n, C * ir.dim) for o, ir in zip(outs, s.irs3)], dim=1)
+        return _MultiplicityMajor.apply(C, *outs)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self.use_pairs:
