@@ -26,6 +26,7 @@ import torch
 
 from ..irreps import from_channels
 from .base import TPBackend, TPSpec
+from .layout import RowPlan
 from .paths import enumerate_paths, unreachable_outputs
 
 __all__ = ["CGBackend"]
@@ -40,69 +41,6 @@ def _bmm_width(r: int, k: int) -> int:
     while r * kp < 16:
         kp += 1
     return kp
-
-
-def _to_component_major(x: torch.Tensor, irs, channels: int) -> list:
-    n = x.shape[0]
-    return [blk.view(n, channels, ir.dim).permute(2, 0, 1).contiguous()
-            for blk, ir in zip(x.split([channels * ir.dim for ir in irs], dim=1), irs)]
-
-
-def _to_multiplicity_major(blocks, channels: int) -> torch.Tensor:
-    n = blocks[0].shape[1]
-    dims = [b.shape[0] for b in blocks]
-    out = blocks[0].new_empty(n, channels * sum(dims))
-    o = 0
-    for b, d in zip(blocks, dims):
-        out[:, o : o + channels * d].view(n, channels, d).copy_(b.permute(1, 2, 0))
-        o += channels * d
-    return out
-
-
-class _ComponentMajor(torch.autograd.Function):
-    """Multiplicity-major ``[N, C*d]`` -> one contiguous ``[2l+1, N, C]`` block per irrep.
-
-    Written as a Function pair with :class:`_MultiplicityMajor` (each is the other's
-    backward) so that gradients come back contiguous in one copy: autograd's own backward
-    of permute + split hands on permuted views, which make every later broadcast multiply
-    and reduction of the backward several times slower on CPU, and then copies twice."""
-
-    @staticmethod
-    def forward(ctx, x, irs, channels):
-        ctx.channels = channels
-        return tuple(_to_component_major(x, irs, channels))
-
-    @staticmethod
-    def backward(ctx, *gs):
-        return _MultiplicityMajor.apply(ctx.channels, *gs), None, None
-
-
-class _MultiplicityMajor(torch.autograd.Function):
-    """Component-major blocks ``[2l+1, N, C]`` -> multiplicity-major ``[N, C*d]`` (one copy)."""
-
-    @staticmethod
-    def forward(ctx, channels, *blocks):
-        ctx.channels = channels
-        ctx.irs = [_Dim(b.shape[0]) for b in blocks]
-        return _to_multiplicity_major(blocks, channels)
-
-    @staticmethod
-    def backward(ctx, g):
-        return (None, *_ComponentMajor.apply(g, ctx.irs, ctx.channels))
-
-
-class _Dim:
-    """Stand-in for an irrep where only its dimension matters."""
-
-    __slots__ = ("dim",)
-
-    def __init__(self, dim: int):
-        self.dim = dim
-
-
-def _component_major(x: torch.Tensor, irs, channels: int) -> tuple:
-    """Multiplicity-major ``[N, channels * d]`` -> one ``[2l+1, N, channels]`` block per irrep."""
-    return _ComponentMajor.apply(x, irs, channels)
 
 
 _SLOTS = ((0, 1, 2), (2, 1, 0), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1))
@@ -185,6 +123,10 @@ class CGBackend(TPBackend):
         else:
             self.use_pairs = route == "pairwise"
         if self.use_pairs:
+            # component-major blocks [2l+1, N, C] per irrep (see mlip.kernels.tp.layout)
+            self.plan1, self.plan2, self.plan3 = (
+                RowPlan.per_irrep([ir.dim for ir in irs], c)
+                for irs, c in ((spec.irs1, spec.channels), (spec.irs2, spec.channels2), (spec.irs3, spec.channels)))
             self._build_elementwise(off1, off2)
         else:
             self._build_channelwise(off1, off2)
@@ -313,11 +255,10 @@ class CGBackend(TPBackend):
             for (k, i3, _), yk in zip(entries, y.split([e[2] for e in entries], dim=0)):
                 t = yk * wp[k]
                 outs[i3] = t if outs[i3] is None else outs[i3] + t
-        return _MultiplicityMajor.apply(C, *outs)
+        return self.plan3.from_rows(outs)
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self.use_pairs:
             s = self.spec
-            return self._forward_pairs(_component_major(x1, s.irs1, s.channels),
-                                       _component_major(x2, s.irs2, s.channels2), weight, x1.shape[0])
+            return self._forward_pairs(self.plan1.to_rows(x1), self.plan2.to_rows(x2), weight, x1.shape[0])
         return self._forward_channelwise(x1, x2, weight)
