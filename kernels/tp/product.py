@@ -78,6 +78,19 @@ class SphericalProductBackend(TPBackend):
             for s in (1, -1):
                 mask = np.concatenate([np.full(ir.dim, parity_class(ir) == s, dtype=float) for ir in irs])
                 self.add_const(f"mask{side}_{s}", mask)
+        # a scalar input (one irrep of degree 0) makes the product trivial: the constant times
+        # the other function, i.e. each output block is one block of the other input, scaled
+        self.scalar_side = None
+        for side, irs in ((1, spec.irs1), (2, spec.irs2)):
+            if self.scalar_side is None and len(irs) == 1 and irs[0].l == 0:
+                self.scalar_side = side
+        if self.scalar_side is not None:
+            cs = parity_class((spec.irs1 if self.scalar_side == 1 else spec.irs2)[0])
+            other = spec.irs2 if self.scalar_side == 1 else spec.irs1
+            self.scalar_plan = [
+                next(i for i, ir in enumerate(other) if ir.l == ir3.l and cs * parity_class(ir) == parity_class(ir3))
+                for ir3 in spec.irs3
+            ]
         self._build_transforms()
 
     def _build_transforms(self) -> None:  # pragma: no cover - abstract
@@ -99,7 +112,29 @@ class SphericalProductBackend(TPBackend):
         x2w = x2w.expand(n, C, -1)
         return self._to_values(x2w.reshape(n * C, -1), "2")
 
+    def _forward_scalar(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Product with a constant function (one input of degree 0), exactly and without
+        transforms: ``out_l3 = w3[l3] * w_s * x_s * w_o[l3] * x_o,l3`` (``s``: the scalar input,
+        ``o``: the other; the degree-l3 block of ``o`` with the matching parity class)."""
+        s = self.spec
+        n, C = x1.shape[0], s.channels
+        n1, n2 = len(s.irs1), len(s.irs2)
+        w = weight.view(weight.shape[0], -1, C)  # [N|1, n1+n2+n3, C]
+        if self.scalar_side == 1:
+            xs, xo, irs_o, co, ws, wo = x1, x2, s.irs2, s.channels2, w[:, 0], w[:, n1 : n1 + n2]
+        else:
+            xs, xo, irs_o, co, ws, wo = x2, x1, s.irs1, s.channels, w[:, n1], w[:, :n1]
+        blocks = xo.split([co * ir.dim for ir in irs_o], dim=1)
+        base = xs * ws  # [N, C] (a channelwise x2 broadcasts its one channel)
+        out = []
+        for i3, (io, ir3) in enumerate(zip(self.scalar_plan, s.irs3)):
+            coef = base * (wo[:, io] * w[:, n1 + n2 + i3])
+            out.append((coef.unsqueeze(-1) * blocks[io].view(blocks[io].shape[0], co, ir3.dim)).reshape(n, C * ir3.dim))
+        return torch.cat(out, dim=1) if len(out) > 1 else out[0]
+
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if self.scalar_side is not None:
+            return self._forward_scalar(x1, x2, weight)
         s = self.spec
         n, C = x1.shape[0], s.channels
         n1, n2 = len(s.irs1), len(s.irs2)

@@ -156,3 +156,30 @@ def test_no_grad_forward_equals_autograd_forward(backend, mode):
         torch.testing.assert_close(y0, y, rtol=0, atol=0)
         for a, b in zip((x1, x2, w), copies):
             assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("backend", ["gaunt", "grid"])
+@pytest.mark.parametrize("in1,in2,out,mode", [
+    ("3x0e", "0e+1o+2e", "3x0e+3x1o+3x2e", "channelwise"),  # first interaction of a potential
+    ("3x0e+3x1o+3x2e", "0e", "3x0e+3x1o+3x2e", "channelwise"),
+    ("3x0e", "3x0e+3x1o+3x2e", "3x2e+3x0e", "elementwise"),
+    ("3x0e+3x1o+3x2e", "3x0e", "3x1o", "elementwise"),
+    ("3x0o", "0e+1o+1e", "3x0o+3x1e+3x1o", "channelwise"),  # pseudo-scalar: parity classes swap
+])
+def test_scalar_input_shortcut_equals_transform(backend, in1, in2, out, mode):
+    """A degree-0 input is a constant function: the shortcut (no transforms) gives the
+    numbers of the full Fourier / grid product, and the same gradients."""
+    tp = TensorProduct(in1, in2, out, mode=mode, backend=backend)
+    assert tp.impl.scalar_side is not None
+    g = torch.Generator().manual_seed(3)
+    x1 = torch.randn(6, tp.irreps_in1.dim, dtype=F64, generator=g, requires_grad=True)
+    x2 = torch.randn(6, tp.irreps_in2.dim, dtype=F64, generator=g, requires_grad=True)
+    w = torch.randn(6, tp.weight_numel, dtype=F64, generator=g, requires_grad=True)
+    y = tp(x1, x2, w)
+    grads = torch.autograd.grad(y.square().sum(), (x1, x2, w))
+    tp.impl.scalar_side = None  # force the transform route
+    y0 = tp(x1, x2, w)
+    grads0 = torch.autograd.grad(y0.square().sum(), (x1, x2, w))
+    torch.testing.assert_close(y, y0, rtol=1e-12, atol=1e-12)
+    for a, b in zip(grads, grads0):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
