@@ -141,16 +141,33 @@ class Interaction(torch.nn.Module):
         self.radial = RadialMLP([num_radial, *radial_mlp, self.tp.weight_numel], generator=generator)
         self.linear = IrrepsLinear(irreps_msg, irreps_msg, generator=generator)
         self.inv_avg = 1.0 / float(avg_num_neighbors)
+        self._edge_chunk = None
 
     def forward(self, h, sh, edge_feats, edge_index):
         src, dst = edge_index[0], edge_index[1]
         if src.numel() == 0:  # no neighbours anywhere (isolated atoms): no messages
             return h.new_zeros(h.shape[0], self.irreps_msg.dim)
         h = self.linear_up(h)
-        w = self.radial(edge_feats)
-        m = self.tp(h.index_select(0, src), sh, w)
-        a = torch.zeros(h.shape[0], m.shape[1], dtype=m.dtype, device=m.device).index_add_(0, dst, m)
+        a = h.new_zeros(h.shape[0], self.irreps_msg.dim)
+        # On CPU, edges go in chunks through radial MLP -> gather -> TP -> scatter, so the
+        # per-edge tensors (weights, gathered features, messages: E x hundreds of numbers)
+        # stay cache-sized and are never materialised whole, forward and backward.
+        e = src.shape[0]
+        k = e if h.device.type != "cpu" or not self.edge_chunk else self.edge_chunk
+        for i in range(0, e, k):
+            j = min(e, i + k)
+            m = self.tp(h.index_select(0, src[i:j]), sh[i:j], self.radial(edge_feats[i:j]))
+            a = a.index_add_(0, dst[i:j], m)
         return self.linear(a * self.inv_avg)
+
+    @property
+    def edge_chunk(self) -> int:
+        """Edges per chunk on CPU (0: no chunking): the tensor product's own chunk size."""
+        return self._edge_chunk if self._edge_chunk is not None else self.tp.chunk_size
+
+    @edge_chunk.setter
+    def edge_chunk(self, value: int | None) -> None:
+        self._edge_chunk = value
 
 
 class ManyBodyProduct(torch.nn.Module):

@@ -220,3 +220,30 @@ def test_training_mode_keeps_graph_for_force_losses(h):
     out = model(mlip.atoms_to_graph(h.ethanol(), 5.0))
     out["forces"].square().sum().backward()
     assert model.embedding.grad is not None and model.embedding.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("backend", ["cg", "grid"])
+def test_edge_chunks_change_nothing(h, backend):
+    """Interactions run edges in chunks on CPU (radial MLP -> gather -> TP -> scatter per
+    chunk): energies, forces, stress and the parameter gradient of a force loss (second
+    derivatives) equal the one-chunk evaluation, including a ragged last chunk."""
+    whole, chunked = h.model(backend), h.model(backend)
+    for m, k in ((whole, 0), (chunked, 9)):
+        for layer in m.layers:
+            layer.interaction.edge_chunk = k
+    g = mlip.atoms_to_graph(h.crystal(2), whole.r_max)
+    assert g.edge_index.shape[1] % 9 and g.edge_index.shape[1] > 9 * 5
+    outs = []
+    for m in (whole, chunked):
+        m.train()
+        out = m(g, stress=True)
+        loss = out["forces"].square().sum() + out["stress"].square().sum()
+        grads = torch.autograd.grad(loss, [p for p in m.parameters()], allow_unused=True)
+        outs.append((out, grads))
+    (a, ga), (b, gb) = outs
+    for key in ("energy", "energies", "forces", "stress"):
+        torch.testing.assert_close(a[key], b[key], rtol=1e-11, atol=1e-12)
+    for x, y in zip(ga, gb):
+        assert (x is None) == (y is None)
+        if x is not None:
+            torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
