@@ -70,24 +70,75 @@ def gather_index(irs: Sequence[o3.Irrep], channels: int) -> torch.Tensor:
     return torch.cat(cols, dim=1)
 
 
+def _to_channels(x: torch.Tensor, dims, channels: int) -> torch.Tensor:
+    n = x.shape[0]
+    out = x.new_empty(n, channels, sum(dims))
+    o = f = 0
+    for d in dims:
+        out[:, :, o : o + d].copy_(x[:, f : f + channels * d].view(n, channels, d))
+        o, f = o + d, f + channels * d
+    return out
+
+
+def _from_channels(y: torch.Tensor, dims, channels: int) -> torch.Tensor:
+    n = y.shape[0]
+    out = y.new_empty(n, channels * sum(dims))
+    o = f = 0
+    for d in dims:
+        out[:, f : f + channels * d].view(n, channels, d).copy_(y[:, :, o : o + d])
+        o, f = o + d, f + channels * d
+    return out
+
+
+class _ToChannels(torch.autograd.Function):
+    """Multiplicity-major -> channel layout in one copy; backward is :class:`_FromChannels`
+    (one copy too, where autograd's own backward of split + view + cat copies twice)."""
+
+    @staticmethod
+    def forward(ctx, x, dims, channels):
+        ctx.dims, ctx.channels = dims, channels
+        return _to_channels(x, dims, channels)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _FromChannels.apply(g, ctx.dims, ctx.channels), None, None
+
+
+class _FromChannels(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, y, dims, channels):
+        ctx.dims, ctx.channels = dims, channels
+        return _from_channels(y, dims, channels)
+
+    @staticmethod
+    def backward(ctx, g):
+        return _ToChannels.apply(g, ctx.dims, ctx.channels), None, None
+
+
 def channel_layout(x: torch.Tensor, irs: Sequence[o3.Irrep], channels: int) -> torch.Tensor:
-    """Multiplicity-major ``[N, C*d]`` -> channel layout ``[N, C, d]`` (one copy; a plain
-    concatenation is several times faster than an advanced-index gather on CPU)."""
+    """Multiplicity-major ``[N, C*d]`` -> channel layout ``[N, C, d]`` (one copy, also in
+    the backward; a copy per irrep block is several times faster than an advanced-index
+    gather on CPU)."""
     n = x.shape[0]
     if len(irs) == 1:
         return x.view(n, channels, irs[0].dim)
-    blocks = x.split([channels * ir.dim for ir in irs], dim=1)
-    return torch.cat([b.view(n, channels, ir.dim) for b, ir in zip(blocks, irs)], dim=2)
+    return _ToChannels.apply(x, tuple(ir.dim for ir in irs), channels)
 
 
 def from_channels(y, irs: Sequence[o3.Irrep]) -> torch.Tensor:
     """Inverse of the channel layout: ``[N, C, d]`` (or a list of per-irrep blocks
     ``[N, C, 2l+1]``) -> multiplicity-major ``[N, C*d]``.
 
-    Uses ``split`` rather than slicing so that autograd's backward is one concatenation,
+    A tensor goes in one copy (and its gradient back in one). A list is concatenated:
+    ``split`` rather than slicing upstream keeps autograd's backward one concatenation,
     not one zero-filled full-size gradient per block.
     """
-    blocks = list(y) if isinstance(y, (list, tuple)) else y.split([ir.dim for ir in irs], dim=2)
+    if isinstance(y, torch.Tensor):
+        n = y.shape[0]
+        if len(irs) == 1:
+            return y.reshape(n, -1)
+        return _FromChannels.apply(y, tuple(ir.dim for ir in irs), y.shape[1])
+    blocks = list(y)
     n = blocks[0].shape[0]
     flat = [b.reshape(n, -1) for b in blocks]
     return torch.cat(flat, dim=1) if len(flat) > 1 else flat[0].contiguous()
