@@ -70,49 +70,43 @@ def gather_index(irs: Sequence[o3.Irrep], channels: int) -> torch.Tensor:
     return torch.cat(cols, dim=1)
 
 
-def _to_channels(x: torch.Tensor, dims, channels: int) -> torch.Tensor:
-    n = x.shape[0]
-    out = x.new_empty(n, channels, sum(dims))
+def _block_pairs(flat: torch.Tensor, chan: torch.Tensor, dims, channels: int):
+    """Per irrep, its ``[N, C, 2l+1]`` view in the multiplicity-major ``flat`` and in the
+    channel-layout ``chan`` tensor."""
+    n = flat.shape[0]
     o = f = 0
     for d in dims:
-        out[:, :, o : o + d].copy_(x[:, f : f + channels * d].view(n, channels, d))
+        yield flat[:, f : f + channels * d].view(n, channels, d), chan[:, :, o : o + d]
         o, f = o + d, f + channels * d
+
+
+def _to_channels(x: torch.Tensor, dims, channels: int) -> torch.Tensor:
+    out = x.new_empty(x.shape[0], channels, sum(dims))
+    for src, dst in _block_pairs(x, out, dims, channels):
+        dst.copy_(src)
     return out
 
 
 def _from_channels(y: torch.Tensor, dims, channels: int) -> torch.Tensor:
-    n = y.shape[0]
-    out = y.new_empty(n, channels * sum(dims))
-    o = f = 0
-    for d in dims:
-        out[:, f : f + channels * d].view(n, channels, d).copy_(y[:, :, o : o + d])
-        o, f = o + d, f + channels * d
+    out = y.new_empty(y.shape[0], channels * sum(dims))
+    for dst, src in _block_pairs(out, y, dims, channels):
+        dst.copy_(src)
     return out
 
 
-class _ToChannels(torch.autograd.Function):
-    """Multiplicity-major -> channel layout in one copy; backward is :class:`_FromChannels`
-    (one copy too, where autograd's own backward of split + view + cat copies twice)."""
+class _Relayout(torch.autograd.Function):
+    """Multiplicity-major <-> channel layout in one copy (``to_channels`` picks the way);
+    the backward is the other way, one copy too (autograd's own backward of split + view +
+    cat copies twice), so derivatives of any order work."""
 
     @staticmethod
-    def forward(ctx, x, dims, channels):
-        ctx.dims, ctx.channels = dims, channels
-        return _to_channels(x, dims, channels)
-
-    @staticmethod
-    def backward(ctx, g):
-        return _FromChannels.apply(g, ctx.dims, ctx.channels), None, None
-
-
-class _FromChannels(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, y, dims, channels):
-        ctx.dims, ctx.channels = dims, channels
-        return _from_channels(y, dims, channels)
+    def forward(ctx, x, dims, channels, to_channels):
+        ctx.dims, ctx.channels, ctx.to_channels = dims, channels, to_channels
+        return (_to_channels if to_channels else _from_channels)(x, dims, channels)
 
     @staticmethod
     def backward(ctx, g):
-        return _ToChannels.apply(g, ctx.dims, ctx.channels), None, None
+        return _Relayout.apply(g, ctx.dims, ctx.channels, not ctx.to_channels), None, None, None
 
 
 def channel_layout(x: torch.Tensor, irs: Sequence[o3.Irrep], channels: int) -> torch.Tensor:
@@ -122,7 +116,7 @@ def channel_layout(x: torch.Tensor, irs: Sequence[o3.Irrep], channels: int) -> t
     n = x.shape[0]
     if len(irs) == 1:
         return x.view(n, channels, irs[0].dim)
-    return _ToChannels.apply(x, tuple(ir.dim for ir in irs), channels)
+    return _Relayout.apply(x, tuple(ir.dim for ir in irs), channels, True)
 
 
 def from_channels(y, irs: Sequence[o3.Irrep]) -> torch.Tensor:
@@ -137,7 +131,7 @@ def from_channels(y, irs: Sequence[o3.Irrep]) -> torch.Tensor:
         n = y.shape[0]
         if len(irs) == 1:
             return y.reshape(n, -1)
-        return _FromChannels.apply(y, tuple(ir.dim for ir in irs), y.shape[1])
+        return _Relayout.apply(y, tuple(ir.dim for ir in irs), y.shape[1], False)
     blocks = list(y)
     n = blocks[0].shape[0]
     flat = [b.reshape(n, -1) for b in blocks]
