@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _readme import write_readme_section
+
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
@@ -250,20 +252,6 @@ def _child_main(kind: str, spec: str) -> None:
 
 
 # -- report -----------------------------------------------------------------------
-def write_readme_section(name: str, text: str) -> None:
-    """Replace the ``<!-- name:start -->...<!-- name:end -->`` block of benchmarks/README.md."""
-    readme = HERE / "README.md"
-    content = readme.read_text()
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{text}\n{end}"
-    if start in content and end in content:
-        pre, rest = content.split(start, 1)
-        content = pre + block + rest.split(end, 1)[1]
-    else:
-        content = content.rstrip() + "\n\n" + block + "\n"
-    readme.write_text(content)
-
-
 def plot(stream: list, path: Path) -> None:
     import matplotlib
 

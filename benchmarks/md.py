@@ -34,12 +34,13 @@ import json
 import os
 import platform
 import shlex
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _readme import write_readme_section
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -47,7 +48,6 @@ README = ROOT / "benchmarks" / "README.md"
 MACE_VENV = ROOT / "benchmarks" / ".venv-mace"
 MACE_VERSION = "0.3.16"
 BACKENDS = ("cg", "gaunt", "grid", "cp")
-MARK_START, MARK_END = "<!-- md:start -->", "<!-- md:end -->"
 
 # Shared by both workers (plain text so it can run in either venv).
 COMMON = r'''
@@ -493,15 +493,7 @@ Reproduce: {_describe(m)}; raw rows `benchmarks/results/{result.get('file', 'md.
 
 ![MD throughput]({Path(os.path.relpath(png, README.parent)).as_posix()})
 """
-    text = README.read_text() if README.exists() else "# Benchmarks\n"
-    if MARK_START not in text or MARK_END not in text:
-        text = text.rstrip("\n") + f"\n\n{MARK_START}\n{MARK_END}\n"
-    head, rest = text.split(MARK_START, 1)
-    _, tail = rest.split(MARK_END, 1)
-    new = f"{head}{MARK_START}\n{body}{MARK_END}{tail}"
-    tmp = README.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, README)
+    write_readme_section("md", body, README)
 
 
 if __name__ == "__main__":

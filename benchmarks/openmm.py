@@ -30,6 +30,8 @@ import sys
 import time
 from pathlib import Path
 
+from _readme import write_readme_section
+
 HERE = Path(__file__).resolve().parent
 SECTION = "openmm"
 
@@ -55,7 +57,6 @@ def water_box(n_molecules: int):
 
 def measure(model, n_molecules: int, rounds: int, warmup: int, timestep_fs: float, threads: int) -> dict:
     """Per-step times (ms, wall clock and process CPU time) of the three paths on one water box."""
-    import numpy as np
     import openmm
     from ase import Atoms, units
     from ase.md.verlet import VelocityVerlet
@@ -112,22 +113,6 @@ def measure(model, n_molecules: int, rounds: int, warmup: int, timestep_fs: floa
         row[name] = {"median_ms": statistics.median(ts), "q1_ms": q[0], "q3_ms": q[2], "all_ms": ts,
                      "cpu_median_ms": statistics.median(cpu[name]), "cpu_all_ms": cpu[name]}
     return row
-
-
-def write_readme_section(name: str, text: str) -> None:
-    """Replace the ``<!-- name:start -->...<!-- name:end -->`` block of benchmarks/README.md (append it if missing)."""
-    readme = HERE / "README.md"
-    content = readme.read_text()
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{text}\n{end}"
-    if start in content and end in content:
-        pre, rest = content.split(start, 1)
-        content = pre + block + rest.split(end, 1)[1]
-    else:
-        content = content.rstrip() + "\n\n" + block + "\n"
-    tmp = readme.with_suffix(".md.tmp")
-    tmp.write_text(content)
-    os.replace(tmp, readme)
 
 
 def plot(rows: list, path: Path) -> None:

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
 import time
 from pathlib import Path
+
+from _readme import write_readme_section
 
 import torch
 
@@ -222,22 +223,6 @@ def plot(rows, impls, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
-
-
-def write_readme_section(name: str, text: str) -> None:
-    readme = HERE / "README.md"
-    content = readme.read_text() if readme.exists() else "# Benchmarks\n"
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    block = f"{start}\n{text}\n{end}"
-    if start in content and end in content:
-        pre, rest = content.split(start, 1)
-        post = rest.split(end, 1)[1]
-        content = pre + block + post
-    else:
-        content = content.rstrip() + "\n\n" + block + "\n"
-    tmp = readme.with_suffix(".md.tmp")
-    tmp.write_text(content)
-    os.replace(tmp, readme)
 
 
 def main(argv=None) -> int:

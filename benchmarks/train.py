@@ -40,12 +40,13 @@ import argparse
 import json
 import os
 import platform
-import re
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from _readme import write_readme_section
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -264,7 +265,7 @@ def write_readme(rows: list[dict], metas: list[dict]) -> None:
     fmt = lambda v, d: "—" if v is None else f"{v:.{d}f}"  # noqa: E731
     meta = metas[0]
     clock = meta.get("clock", "wall")
-    lines = ["<!-- train:start -->", "## Training accuracy per time budget (`benchmarks/train.py`)", ""]
+    lines = ["## Training accuracy per time budget (`benchmarks/train.py`)", ""]
     lines += [f"Command: `{m['command']}` ({m['date']}, {m['machine']}; load average {m['load']})." for m in metas]
     lines += ["", f"Data: rMD17 ethanol, {meta['n_train']} training / {meta['n_val']} held-out frames (10% by frame, "
               f"seed 0). Model: {meta['model']}. Metrics on the held-out frames. Minutes are "
@@ -278,15 +279,7 @@ def write_readme(rows: list[dict], metas: list[dict]) -> None:
         lines.append(f"| {r['code']} | {r['backend']} | {r['minutes']:g} | {r.get('steps', r.get('epoch')) or '—'} | "
                      f"{fmt(r.get('energy_mae'), 2)} | {fmt(r.get('forces_mae'), 1)} | {rel} |")
     lines += ["", "JSON: `benchmarks/results/train.json`."] + [f"Note: {n}" for m in metas for n in m.get("notes", [])]
-    lines += ["<!-- train:end -->"]
-    readme = HERE / "README.md"
-    text = readme.read_text() if readme.exists() else ""
-    block = "\n".join(lines)
-    if "<!-- train:start -->" in text and "<!-- train:end -->" in text:
-        text = re.sub(r"<!-- train:start -->.*?<!-- train:end -->", lambda _: block, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    readme.write_text(text)
+    write_readme_section("train", "\n".join(lines))
 
 
 def main(argv=None) -> int:
