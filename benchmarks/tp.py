@@ -234,6 +234,7 @@ def main(argv=None) -> int:
     p.add_argument("--backends", nargs="+", default=["cg", "gaunt", "grid", "cp"], help="mlip backends to time")
     p.add_argument("--modes", nargs="+", default=["channelwise", "elementwise"])
     p.add_argument("--kinds", nargs="+", default=["model", "full"], help="model: out<=L; full: out<=2L")
+    p.add_argument("--no-cueq", action="store_true", help="skip cuEquivariance even when installed")
     p.add_argument("--no-e3nn", action="store_true", help="skip the e3nn reference")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--cap", type=float, default=60.0, help="seconds: one call longer than this ends the sweep of that case")
@@ -261,12 +262,13 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     impls = list(args.backends) + ([] if args.no_e3nn else ["e3nn"])
-    try:
-        import cuequivariance_torch  # noqa: F401
+    if not args.no_cueq:
+        try:
+            import cuequivariance_torch  # noqa: F401
 
-        impls.append("cueq")
-    except ImportError:
-        pass
+            impls.append("cueq")
+        except ImportError:
+            pass
     rows = []
     for mode in ([] if args.from_json else args.modes):
         for kind in args.kinds:
