@@ -94,6 +94,7 @@ cfg = mlip.PotentialConfig(elements=["Cu"], r_max=5.0, num_channels=64, l_max=ca
                            num_layers=2, num_radial=8, radial_mlp=[64, 64, 64], avg_num_neighbors=42.0,
                            tp_backend=case["backend"], dtype="float32")
 t = time.perf_counter(); model = mlip.Potential(cfg).eval(); build_s = time.perf_counter() - t
+model.low_memory = case.get("low_memory", False)
 nl = NeighborList(cutoff=5.0, full_list=True)
 nl_s, _, _ = timed(lambda: nl.compute(points=atoms.positions, box=atoms.cell.array, periodic=True, quantities="ijS"))
 graph_s, _, _ = timed(lambda: mlip.atoms_to_graph(atoms, 5.0))
@@ -264,6 +265,9 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads per run")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                    help="wall: elapsed time; cpu: process CPU time (all threads), steadier on a shared machine")
+    p.add_argument("--low-memory", action="store_true",
+                   help="mlip models with low_memory=True (edge chunks recomputed in the backward: "
+                        "about half the memory, about a third more time)")
     p.add_argument("--max-call-s", type=float, default=40.0, help="skip a case predicted slower than this per call")
     p.add_argument("--rounds", type=int, default=1,
                    help="run every case this many times (engines in alternating order) and keep the fastest round")
@@ -302,7 +306,7 @@ def main(argv=None) -> int:
     if not a.no_mace:
         mace_py = a.mace_python or str(ensure_mace_venv(MACE_VENV, a.mace_version))
     meta = machine()
-    meta.update(clock=a.clock, threads=a.threads, rounds=a.rounds,
+    meta.update(clock=a.clock, threads=a.threads, rounds=a.rounds, low_memory=a.low_memory,
                 command=shlex.join(argv if argv is not None else sys.argv[1:]))
     rows = []
     for L in lmaxes:
@@ -330,7 +334,8 @@ def main(argv=None) -> int:
                     if "error" in row:
                         continue
                     eng = row["engine"]
-                    case = {"reps": reps, "l_max": L, "threads": a.threads, "backend": eng.split("-", 1)[-1]}
+                    case = {"reps": reps, "l_max": L, "threads": a.threads, "backend": eng.split("-", 1)[-1],
+                            "low_memory": a.low_memory}
                     if eng == "mace":
                         res = run_case(mace_py, MACE_WORKER, case, _mace_env(a.clock), timeout=900)
                     else:

@@ -14,6 +14,7 @@ import math
 
 import torch
 from e3nn import o3
+from torch.utils.checkpoint import checkpoint
 
 from mlip.kernels import TensorProduct
 from mlip.kernels.tp.power import SymmetricPower
@@ -142,6 +143,9 @@ class Interaction(torch.nn.Module):
         self.linear = IrrepsLinear(irreps_msg, irreps_msg, generator=generator)
         self.inv_avg = 1.0 / float(avg_num_neighbors)
         self._edge_chunk = None
+        #: recompute each edge chunk's messages in the backward instead of keeping its
+        #: intermediates (memory of one chunk instead of all edges; see Potential.low_memory)
+        self.recompute = False
 
     def forward(self, h, sh, edge_feats, edge_index):
         src, dst = edge_index[0], edge_index[1]
@@ -154,11 +158,18 @@ class Interaction(torch.nn.Module):
         # stay cache-sized and are never materialised whole, forward and backward.
         e = src.shape[0]
         k = e if h.device.type != "cpu" or not self.edge_chunk else self.edge_chunk
+        recompute = self.recompute and torch.is_grad_enabled()
         for i in range(0, e, k):
             j = min(e, i + k)
-            m = self.tp(h.index_select(0, src[i:j]), sh[i:j], self.radial(edge_feats[i:j]))
+            if recompute:  # keep only the chunk's inputs; its messages are recomputed in backward
+                m = checkpoint(self._messages, h, sh[i:j], edge_feats[i:j], src[i:j], use_reentrant=False)
+            else:
+                m = self._messages(h, sh[i:j], edge_feats[i:j], src[i:j])
             a = a.index_add_(0, dst[i:j], m)
         return self.linear(a * self.inv_avg)
+
+    def _messages(self, h, sh, edge_feats, src):
+        return self.tp(h.index_select(0, src), sh, self.radial(edge_feats))
 
     @property
     def edge_chunk(self) -> int:

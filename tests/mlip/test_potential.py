@@ -247,3 +247,28 @@ def test_edge_chunks_change_nothing(h, backend):
         assert (x is None) == (y is None)
         if x is not None:
             torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["cg", "grid"])
+def test_low_memory_recompute_changes_nothing(h, backend):
+    """``low_memory`` recomputes each edge chunk in the backward: same energies, forces,
+    stress, and parameter gradients of a force loss (second derivatives, training)."""
+    plain, low = h.model(backend), h.model(backend)
+    low.low_memory = True
+    assert low.low_memory and not plain.low_memory
+    for m in (plain, low):
+        for layer in m.layers:
+            layer.interaction.edge_chunk = 11
+    g = mlip.atoms_to_graph(h.crystal(2), plain.r_max)
+    res = []
+    for m in (plain, low):
+        m.train()
+        out = m(g, stress=True)
+        loss = out["forces"].square().sum() + out["stress"].square().sum()
+        res.append((out, torch.autograd.grad(loss, list(m.parameters()), allow_unused=True)))
+    (a, ga), (b, gb) = res
+    for key in ("energy", "forces", "stress"):
+        torch.testing.assert_close(a[key], b[key], rtol=1e-12, atol=1e-12)
+    for x, y in zip(ga, gb):
+        if x is not None:
+            torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
