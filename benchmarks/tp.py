@@ -182,6 +182,8 @@ def table(rows, impls, mode, kind, key) -> str:
     pairs = [("e3nn", b) for b in impls if b != "e3nn"]
     if "cg" in impls:
         pairs += [("cg", b) for b in impls if b not in ("cg", "e3nn", "cueq")]
+        if "cueq" in impls:
+            pairs.append(("cueq", "cg"))
     head = "| L | " + " | ".join(impls) + " | " + " | ".join(f"{a} / {b}" for a, b in pairs) + " |"
     lines = [head, "|" + "---|" * (1 + len(impls) + len(pairs))]
     for L in Ls:
@@ -358,7 +360,8 @@ def main(argv=None) -> int:
         f"{'CPU time of the process (the machine was shared with other jobs)' if args.clock == 'cpu' else 'wall-clock time'}; "
         f"torch {meta['torch']}, e3nn {meta.get('e3nn', '-')}; {meta['date']}; {meta.get('gpu', meta['machine'])}. "
         "Times in ms (median after warm-up); the ratio columns `a / b` are a's time over b's "
-        "(> 1 means b is faster), measured in the same run: e3nn over every backend, cg over the other mlip backends.",
+        "(> 1 means b is faster), measured in the same run: e3nn over every backend, cg over the other mlip backends, "
+        "cuEquivariance over cg.",
         "",
         "Reproduce: " + "; ".join(f"`{c.strip()}`" for c in meta["commands"])
         + (f"; then `python benchmarks/tp.py --from-json ...` merged them" if args.from_json else "")
