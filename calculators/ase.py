@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 
 import torch
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
@@ -22,6 +23,8 @@ class MLIPCalculator(Calculator):
         device: torch device to run on (default ``"cpu"``).
         dtype: ``"float32"`` / ``"float64"`` (or a torch dtype) to run in; default: the
             model's own. A passed model is copied, never modified, when it must be cast or moved.
+        low_memory: run with :attr:`mlip.Potential.low_memory` (about half the memory for
+            large systems, some more time; same numbers). Default ``False``.
 
     Properties (ASE units): ``energy`` and ``free_energy`` (eV, the same number),
     ``forces`` (eV/Å, ``[N, 3]``), ``energies`` (eV per atom, ``[N]``) and ``stress``
@@ -32,9 +35,14 @@ class MLIPCalculator(Calculator):
 
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
-    def __init__(self, model_or_path, *, device: str | torch.device = "cpu", dtype=None, **kwargs):
+    def __init__(self, model_or_path, *, device: str | torch.device = "cpu", dtype=None,
+                 low_memory: bool = False, **kwargs):
         super().__init__(**kwargs)
         model = resolve_model(model_or_path, device=device, dtype=dtype)
+        if bool(low_memory) != model.low_memory:
+            if model is model_or_path:
+                model = copy.deepcopy(model)
+            model.low_memory = bool(low_memory)
         self.model = model.eval()
         self.device = torch.device(device)
 

@@ -49,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log", type=Path, default=Path("md.csv"), help="output CSV log of energies and temperature")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--dtype", choices=("float32", "float64"), default=None, help="compute dtype (None: the model's own)")
+    p.add_argument("--low-memory", action="store_true",
+                   help="recompute each chunk of edges in the backward pass: about half the memory for "
+                        "large systems, somewhat more time, same numbers")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is often fastest for small molecules)")
     p.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
@@ -181,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(atoms, list):
         parser.error(f"--index {args.index} selects {len(atoms)} frames of {args.structure}; give one frame")
     try:
-        calc = MLIPCalculator(args.model, device=args.device, dtype=args.dtype)
+        calc = MLIPCalculator(args.model, device=args.device, dtype=args.dtype, low_memory=args.low_memory)
     except (ValueError, FileNotFoundError) as exc:
         parser.error(str(exc))
     rows = run_md(

@@ -121,3 +121,15 @@ def test_bad_input(h, tmp_path):
         MLIPCalculator(tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="dtype"):
         MLIPCalculator(h.model("cg"), dtype="float16")
+
+
+def test_low_memory_same_forces_and_model_untouched(h):
+    model = h.model("cg", "float64")
+    atoms = h.crystal()
+    atoms.calc = MLIPCalculator(model)
+    f, s = atoms.get_forces(), atoms.get_stress()
+    low = MLIPCalculator(model, low_memory=True)
+    assert low.model.low_memory and not model.low_memory  # the passed model is not modified
+    atoms.calc = low
+    assert np.allclose(atoms.get_forces(), f, rtol=0, atol=1e-12)
+    assert np.allclose(atoms.get_stress(), s, rtol=0, atol=1e-12)

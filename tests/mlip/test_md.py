@@ -115,3 +115,17 @@ def test_cli_missing_files(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([str(tmp_path / "none.pt"), str(tmp_path / "none.xyz")])
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_low_memory_gives_the_same_trajectory(h, tmp_path, model_file):
+    """``--low-memory`` changes memory use, not the numbers: the same NVE trajectory."""
+    runs = []
+    for extra in ([], ["--low-memory"]):
+        traj = tmp_path / f"md{len(extra)}.traj"
+        assert main([str(model_file), str(h.data / "ethanol_rmd17_3.xyz"), "--steps", "10", "--log-every", "5",
+                     "--traj", str(traj), "--log", str(tmp_path / f"md{len(extra)}.csv"), "--seed", "1",
+                     "--no-progress", "--threads", "1", *extra]) == 0
+        runs.append(read(traj, ":"))
+    assert len(runs[0]) == len(runs[1]) == 3
+    for a, b in zip(*runs):
+        assert np.allclose(a.positions, b.positions, rtol=0, atol=1e-9)
