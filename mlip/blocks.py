@@ -142,7 +142,8 @@ class Interaction(torch.nn.Module):
         self.radial = RadialMLP([num_radial, *radial_mlp, self.tp.weight_numel], generator=generator)
         self.linear = IrrepsLinear(irreps_msg, irreps_msg, generator=generator)
         self.inv_avg = 1.0 / float(avg_num_neighbors)
-        self._edge_chunk = None
+        #: edges per chunk on CPU (``None``: the tensor product's own chunk size; 0: no chunks)
+        self.edge_chunk: int | None = None
         #: recompute each edge chunk's messages in the backward instead of keeping its
         #: intermediates (memory of one chunk instead of all edges; see Potential.low_memory)
         self.recompute = False
@@ -157,7 +158,9 @@ class Interaction(torch.nn.Module):
         # per-edge tensors (weights, gathered features, messages: E x hundreds of numbers)
         # stay cache-sized and are never materialised whole, forward and backward.
         e = src.shape[0]
-        k = e if h.device.type != "cpu" or not self.edge_chunk else self.edge_chunk
+        k = self.tp.chunk_size if self.edge_chunk is None else self.edge_chunk
+        if h.device.type != "cpu" or not k:
+            k = e
         recompute = self.recompute and torch.is_grad_enabled()
         for i in range(0, e, k):
             j = min(e, i + k)
@@ -165,20 +168,11 @@ class Interaction(torch.nn.Module):
                 m = checkpoint(self._messages, h, sh[i:j], edge_feats[i:j], src[i:j], use_reentrant=False)
             else:
                 m = self._messages(h, sh[i:j], edge_feats[i:j], src[i:j])
-            a = a.index_add_(0, dst[i:j], m)
+            a.index_add_(0, dst[i:j], m)
         return self.linear(a * self.inv_avg)
 
     def _messages(self, h, sh, edge_feats, src):
         return self.tp(h.index_select(0, src), sh, self.radial(edge_feats))
-
-    @property
-    def edge_chunk(self) -> int:
-        """Edges per chunk on CPU (0: no chunking): the tensor product's own chunk size."""
-        return self._edge_chunk if self._edge_chunk is not None else self.tp.chunk_size
-
-    @edge_chunk.setter
-    def edge_chunk(self, value: int | None) -> None:
-        self._edge_chunk = value
 
 
 class ManyBodyProduct(torch.nn.Module):

@@ -125,7 +125,7 @@ class CGBackend(TPBackend):
         if self.use_pairs:
             # component-major blocks [2l+1, N, C] per irrep (see mlip.kernels.tp.layout)
             self.plan1, self.plan2, self.plan3 = (
-                RowPlan.per_irrep([ir.dim for ir in irs], c)
+                RowPlan([ir.dim for ir in irs], c)
                 for irs, c in ((spec.irs1, spec.channels), (spec.irs2, spec.channels2), (spec.irs3, spec.channels)))
             self._build_elementwise(off1, off2)
         else:
@@ -259,6 +259,5 @@ class CGBackend(TPBackend):
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self.use_pairs:
-            s = self.spec
             return self._forward_pairs(self.plan1.to_rows(x1), self.plan2.to_rows(x2), weight, x1.shape[0])
         return self._forward_channelwise(x1, x2, weight)
