@@ -6,7 +6,10 @@ Weights (per sample or shared), layout ``weight.view(N, n1 + n2 + n3, C)``: one 
 
     out_c = w3[c, l3] * P_{l3}[ (sum_l1 w1[c, l1] x1_c,l1) * (sum_l2 w2[c, l2] x2_(c),l2) ]
 
-where P projects onto degree l3 (see :mod:`mlip.kernels.sphere` for the basis). Every
+where P projects onto degree l3 (see :mod:`mlip.kernels.sphere` for the basis). When one
+input is a single degree-0 irrep (a constant function), only the product of the three weights
+of a path matters, so the layout is ``weight.view(N, n3, C)``: one weight per (output irrep,
+channel), as many as ``cg`` has paths. Every
 path of this product is a Gaunt coefficient: paths with l1 + l2 + l3 odd do not exist
 (the product of functions is symmetric), so e.g. the cross product 1o x 1o -> 1e is
 absent. On natural-parity irreps (0e, 1o, 2e, 3o, ...) parity already forbids exactly
@@ -85,6 +88,7 @@ class SphericalProductBackend(TPBackend):
             if self.scalar_side is None and len(irs) == 1 and irs[0].l == 0:
                 self.scalar_side = side
         if self.scalar_side is not None:
+            self.weight_numel = spec.channels * n3
             cs = parity_class((spec.irs1 if self.scalar_side == 1 else spec.irs2)[0])
             other = spec.irs2 if self.scalar_side == 1 else spec.irs1
             self.scalar_plan = [
@@ -114,21 +118,19 @@ class SphericalProductBackend(TPBackend):
 
     def _forward_scalar(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Product with a constant function (one input of degree 0), exactly and without
-        transforms: ``out_l3 = w3[l3] * w_s * x_s * w_o[l3] * x_o,l3`` (``s``: the scalar input,
-        ``o``: the other; the degree-l3 block of ``o`` with the matching parity class)."""
+        transforms: ``out_l3 = w[l3] * x_s * x_o,l3`` (``s``: the scalar input, ``o``: the
+        other; the degree-l3 block of ``o`` with the matching parity class)."""
         s = self.spec
         n, C = x1.shape[0], s.channels
-        n1, n2 = len(s.irs1), len(s.irs2)
-        w = weight.view(weight.shape[0], -1, C)  # [N|1, n1+n2+n3, C]
+        w = weight.view(weight.shape[0], -1, C)  # [N|1, n3, C]
         if self.scalar_side == 1:
-            xs, xo, irs_o, co, ws, wo = x1, x2, s.irs2, s.channels2, w[:, 0], w[:, n1 : n1 + n2]
+            xs, xo, irs_o, co = x1, x2, s.irs2, s.channels2
         else:
-            xs, xo, irs_o, co, ws, wo = x2, x1, s.irs1, s.channels, w[:, n1], w[:, :n1]
+            xs, xo, irs_o, co = x2, x1, s.irs1, s.channels
         blocks = xo.split([co * ir.dim for ir in irs_o], dim=1)
-        base = xs * ws  # [N, C] (a channelwise x2 broadcasts its one channel)
         out = []
         for i3, (io, ir3) in enumerate(zip(self.scalar_plan, s.irs3)):
-            coef = base * (wo[:, io] * w[:, n1 + n2 + i3])
+            coef = xs * w[:, i3]  # [N, C] (a channelwise x2 broadcasts its one channel)
             out.append((coef.unsqueeze(-1) * blocks[io].view(blocks[io].shape[0], co, ir3.dim)).reshape(n, C * ir3.dim))
         return torch.cat(out, dim=1) if len(out) > 1 else out[0]
 

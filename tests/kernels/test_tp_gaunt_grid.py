@@ -167,18 +167,25 @@ def test_no_grad_forward_equals_autograd_forward(backend, mode):
     ("3x0o", "0e+1o+1e", "3x0o+3x1e+3x1o", "channelwise"),  # pseudo-scalar: parity classes swap
 ])
 def test_scalar_input_shortcut_equals_transform(backend, in1, in2, out, mode):
-    """A degree-0 input is a constant function: the shortcut (no transforms) gives the
-    numbers of the full Fourier / grid product, and the same gradients."""
+    """A degree-0 input is a constant function: the shortcut (no transforms, one weight per
+    output irrep and channel) gives the numbers of the full Fourier / grid product whose
+    input weights are 1 and whose output weights are the shortcut's, and the same gradients."""
     tp = TensorProduct(in1, in2, out, mode=mode, backend=backend)
-    assert tp.impl.scalar_side is not None
+    impl = tp.impl
+    assert impl.scalar_side is not None
+    n1, n2, n3 = len(impl.spec.irs1), len(impl.spec.irs2), len(impl.spec.irs3)
+    C = impl.spec.channels
+    assert tp.weight_numel == n3 * C
     g = torch.Generator().manual_seed(3)
     x1 = torch.randn(6, tp.irreps_in1.dim, dtype=F64, generator=g, requires_grad=True)
     x2 = torch.randn(6, tp.irreps_in2.dim, dtype=F64, generator=g, requires_grad=True)
     w = torch.randn(6, tp.weight_numel, dtype=F64, generator=g, requires_grad=True)
     y = tp(x1, x2, w)
     grads = torch.autograd.grad(y.square().sum(), (x1, x2, w))
-    tp.impl.scalar_side = None  # force the transform route
-    y0 = tp(x1, x2, w)
+    # the same product through the transforms, in the general weight layout
+    w_full = torch.cat([torch.ones(6, (n1 + n2) * C, dtype=F64), w], dim=1)
+    impl.scalar_side = None
+    y0 = impl(x1, x2, w_full)
     grads0 = torch.autograd.grad(y0.square().sum(), (x1, x2, w))
     torch.testing.assert_close(y, y0, rtol=1e-12, atol=1e-12)
     for a, b in zip(grads, grads0):

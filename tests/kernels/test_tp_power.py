@@ -26,8 +26,8 @@ def test_powers_equal_chained_gaunt_products():
         y = sp(x, torch.cat([w_in, w_out.view(-1, C)]).flatten())
         if k == 0:
             ref = TensorProduct(irr, "0e", irr, backend="gaunt")(
-                x, torch.ones(4, 1, dtype=F64), torch.cat([w_in, one(1), one(n_out)]).flatten()
-            )
+                x, torch.ones(4, 1, dtype=F64), w_in.flatten()
+            )  # a product with the constant 1: one weight per (output irrep, channel), here w_in
         elif k == 1:
             ref = TensorProduct(irr, irr, irr, mode="elementwise", backend="gaunt")(
                 x, x, torch.cat([w_in, w_in, one(n_out)]).flatten()
