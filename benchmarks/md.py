@@ -42,6 +42,8 @@ from pathlib import Path
 
 from _readme import write_readme_section
 
+from mlip.allocator import allocator_env
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "benchmarks" / "README.md"
@@ -180,14 +182,21 @@ def ensure_mace_venv(path: Path, version: str) -> Path:
     return py
 
 
-def _worker_env(clock: str) -> dict:
+def _worker_env(clock: str, allocator: str = "default") -> dict:
+    """Environment of a worker (either engine): the clock, and with ``allocator="tuned"`` the
+    glibc malloc settings of ``mlip.allocator`` (what mlip-md and mlip-train use), given to
+    mlip and mace-torch alike."""
     env = dict(os.environ)
     env["MD_BENCH_CLOCK"] = clock
+    for k in allocator_env():
+        env.pop(k, None)
+    if allocator == "tuned":
+        env.update(allocator_env())
     return env
 
 
-def _mace_env(clock: str = "wall") -> dict:
-    env = _worker_env(clock)
+def _mace_env(clock: str = "wall", allocator: str = "default") -> dict:
+    env = _worker_env(clock, allocator)
     # e3nn 0.4.4 (pinned by mace-torch) loads its own constants with torch.load's old default
     env["TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"] = "1"
     return env
@@ -268,6 +277,9 @@ def main(argv=None) -> int:
     p.add_argument("--low-memory", action="store_true",
                    help="mlip models with low_memory=True (edge chunks recomputed in the backward: "
                         "about half the memory, about a third more time)")
+    p.add_argument("--allocator", choices=("tuned", "default"), default="tuned",
+                   help="tuned: both engines' processes run with mlip.allocator's glibc malloc settings "
+                        "(freed memory reused, no page faults per call; what mlip-md does); default: glibc's own")
     p.add_argument("--max-call-s", type=float, default=40.0, help="skip a case predicted slower than this per call")
     p.add_argument("--rounds", type=int, default=1,
                    help="run every case this many times (engines in alternating order) and keep the fastest round")
@@ -306,7 +318,7 @@ def main(argv=None) -> int:
     if not a.no_mace:
         mace_py = a.mace_python or str(ensure_mace_venv(MACE_VENV, a.mace_version))
     meta = machine()
-    meta.update(clock=a.clock, threads=a.threads, rounds=a.rounds, low_memory=a.low_memory,
+    meta.update(clock=a.clock, allocator=a.allocator, threads=a.threads, rounds=a.rounds, low_memory=a.low_memory,
                 command=shlex.join(argv if argv is not None else sys.argv[1:]))
     rows = []
     for L in lmaxes:
@@ -337,9 +349,9 @@ def main(argv=None) -> int:
                     case = {"reps": reps, "l_max": L, "threads": a.threads, "backend": eng.split("-", 1)[-1],
                             "low_memory": a.low_memory}
                     if eng == "mace":
-                        res = run_case(mace_py, MACE_WORKER, case, _mace_env(a.clock), timeout=900)
+                        res = run_case(mace_py, MACE_WORKER, case, _mace_env(a.clock, a.allocator), timeout=900)
                     else:
-                        res = run_case(sys.executable, OURS_WORKER, case, _worker_env(a.clock), timeout=900)
+                        res = run_case(sys.executable, OURS_WORKER, case, _worker_env(a.clock, a.allocator), timeout=900)
                     if "error" in res:
                         row.update(res)
                         print(f"l_max={L} {n_atoms:>6} {eng:<11} ERROR {res['error']}", flush=True)
@@ -459,7 +471,8 @@ def merge_rows(rows: list[dict], extras: list[dict]) -> list[dict]:
 
 def _describe(m: dict) -> str:
     return (f"`.venv/bin/python benchmarks/md.py {m.get('command', '')}`".replace(" `", "`") +
-            f" ({m['date']}, load average {m['loadavg_start'][0]:.1f} -> {m['loadavg_end'][0]:.1f})")
+            f" ({m['date']}, load average {m['loadavg_start'][0]:.1f} -> {m['loadavg_end'][0]:.1f}, "
+            f"{'tuned' if m.get('allocator') == 'tuned' else 'glibc default'} allocator)")
 
 
 def write_readme(result: dict, png: Path, rows: list[dict] | None = None, extras: tuple = ()) -> None:
@@ -474,6 +487,9 @@ def write_readme(result: dict, png: Path, rows: list[dict] | None = None, extras
         marks += f"\nTable and plot: `.venv/bin/python benchmarks/md.py --report-only {files}`.\n"
     clock_text = ("process CPU time (steadier than elapsed time while other jobs share the CPU)"
                   if m.get("clock") == "cpu" else "elapsed (wall) time")
+    alloc_text = ("; both engines' processes with glibc malloc's mmap threshold 32 MiB and trim threshold "
+                  "1 GiB (`mlip.allocator`, as mlip-md runs: freed memory is reused instead of faulted in again)"
+                  if m.get("allocator") == "tuned" else "")
     rounds = m.get("rounds", 1)
     rounds_text = (f"; every case run {rounds} times in alternating engine order, the fastest round kept"
                    if rounds > 1 else "")
@@ -483,7 +499,7 @@ Energy + forces per MD step, float32, rattled periodic fcc Cu (a = 3.61 Å, σ 0
 r_max 5 Å; 64 channels, 2 layers, correlation 3, 8 Bessel functions, radial MLP
 [64, 64, 64]. mace-torch {m.get('mace', '?')} `ScaleShiftMACE` (e3nn 0.4.4, own venv) with the
 same hyperparameters (`max_ell = l_max`). Atom-steps/s from the model's E+F time: median
-of 5 after 2 warm-ups, {clock_text}, {m.get('threads')} torch thread(s){rounds_text}; "NL" is the neighbour list alone (vesin for mlip, matscipy in
+of 5 after 2 warm-ups, {clock_text}, {m.get('threads')} torch thread(s){rounds_text}{alloc_text}; "NL" is the neighbour list alone (vesin for mlip, matscipy in
 `get_neighborhood` for MACE), "graph" the whole graph building (mlip: `atoms_to_graph`;
 MACE: config + `AtomicData` + collate). RSS is the peak memory of the case's process.
 

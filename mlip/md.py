@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mlip.allocator import NO_TUNE_HELP
+
 __all__ = ["main", "build_parser", "run_md"]
 
 LOG_COLUMNS = ("step", "time_fs", "epot_eV", "ekin_eV", "etot_eV", "temperature_K")
@@ -54,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "large systems, somewhat more time, same numbers")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is often fastest for small molecules)")
+    p.add_argument("--no-tune-allocator", action="store_true", help=NO_TUNE_HELP)
     p.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     return p
 
@@ -176,6 +179,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    if not args.no_tune_allocator:
+        from mlip.allocator import tune_cpu_allocator
+
+        tune_cpu_allocator()
 
     try:
         atoms = ase.io.read(args.structure, index=args.index, format=args.format)
