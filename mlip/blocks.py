@@ -33,6 +33,10 @@ __all__ = [
 ]
 
 
+#: edges per node in one gather of neighbour features (see Interaction.forward)
+GATHER_EDGES_PER_NODE = 8
+
+
 def hidden_irreps(channels: int, l_max: int) -> o3.Irreps:
     """``Cx0e + Cx1o + ... + Cx(l_max)`` with natural parity (-1)^l."""
     return o3.Irreps([(channels, (l, (-1) ** l)) for l in range(l_max + 1)])
@@ -154,25 +158,31 @@ class Interaction(torch.nn.Module):
             return h.new_zeros(h.shape[0], self.irreps_msg.dim)
         h = self.linear_up(h)
         a = h.new_zeros(h.shape[0], self.irreps_msg.dim)
-        # On CPU, edges go in chunks through radial MLP -> gather -> TP -> scatter, so the
-        # per-edge tensors (weights, gathered features, messages: E x hundreds of numbers)
-        # stay cache-sized and are never materialised whole, forward and backward.
-        e = src.shape[0]
+        # On CPU, edges go in chunks through radial MLP -> TP -> scatter, so the per-edge
+        # tensors (weights, messages: E x hundreds of numbers) stay cache-sized and are never
+        # materialised whole, forward and backward. Per-edge inputs are cut with split (its
+        # backward is one concatenation; a slice's is a zero-filled tensor of the whole input),
+        # and the neighbour features are gathered per group of chunks: the backward of a
+        # gather is a dense [N, dim] gradient, so a gather per chunk would cost O(N) per chunk,
+        # quadratic in the system size. A group holds >= GATHER_EDGES_PER_NODE * N edges.
+        e, n = src.shape[0], h.shape[0]
         k = self.tp.chunk_size if self.edge_chunk is None else self.edge_chunk
         if h.device.type != "cpu" or not k:
             k = e
+        group = k * max(1, -(-GATHER_EDGES_PER_NODE * n // k))
         recompute = self.recompute and torch.is_grad_enabled()
-        for i in range(0, e, k):
-            j = min(e, i + k)
-            if recompute:  # keep only the chunk's inputs; its messages are recomputed in backward
-                m = checkpoint(self._messages, h, sh[i:j], edge_feats[i:j], src[i:j], use_reentrant=False)
-            else:
-                m = self._messages(h, sh[i:j], edge_feats[i:j], src[i:j])
-            a.index_add_(0, dst[i:j], m)
+        for src_g, dst_g, sh_g, ef_g in zip(src.split(group), dst.split(group), sh.split(group), edge_feats.split(group)):
+            x_g = h.index_select(0, src_g)
+            for x, s, f, d in zip(x_g.split(k), sh_g.split(k), ef_g.split(k), dst_g.split(k)):
+                if recompute:  # keep only the chunk's inputs; its messages are recomputed in backward
+                    m = checkpoint(self._messages, x, s, f, use_reentrant=False)
+                else:
+                    m = self._messages(x, s, f)
+                a.index_add_(0, d, m)
         return self.linear(a * self.inv_avg)
 
-    def _messages(self, h, sh, edge_feats, src):
-        return self.tp(h.index_select(0, src), sh, self.radial(edge_feats))
+    def _messages(self, x, sh, edge_feats):
+        return self.tp(x, sh, self.radial(edge_feats))
 
 
 class ManyBodyProduct(torch.nn.Module):

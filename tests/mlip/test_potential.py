@@ -5,6 +5,7 @@ from ase import Atoms
 from ase.build import molecule
 
 import mlip
+import mlip.blocks
 from mlip.kernels import TensorProduct
 from mlip.kernels.tp.power import SymmetricPower
 from mlip.testing import evaluate, max_abs, symmetry_errors
@@ -223,16 +224,21 @@ def test_training_mode_keeps_graph_for_force_losses(h):
 
 
 @pytest.mark.parametrize("backend", ["cg", "grid"])
-def test_edge_chunks_change_nothing(h, backend):
-    """Interactions run edges in chunks on CPU (radial MLP -> gather -> TP -> scatter per
-    chunk): energies, forces, stress and the parameter gradient of a force loss (second
-    derivatives) equal the one-chunk evaluation, including a ragged last chunk."""
+@pytest.mark.parametrize("per_node", [1, mlip.blocks.GATHER_EDGES_PER_NODE])
+def test_edge_chunks_change_nothing(h, backend, per_node, monkeypatch):
+    """Interactions run edges in chunks on CPU (radial MLP -> TP -> scatter per chunk, the
+    neighbour features gathered per group of chunks): energies, forces, stress and the
+    parameter gradient of a force loss (second derivatives) equal the one-chunk evaluation,
+    including a ragged last chunk and a ragged last group."""
+    monkeypatch.setattr(mlip.blocks, "GATHER_EDGES_PER_NODE", per_node)
     whole, chunked = h.model(backend), h.model(backend)
     for m, k in ((whole, 0), (chunked, 9)):
         for layer in m.layers:
             layer.interaction.edge_chunk = k
     g = mlip.atoms_to_graph(h.crystal(2), whole.r_max)
-    assert g.edge_index.shape[1] % 9 and g.edge_index.shape[1] > 9 * 5
+    e, n = g.edge_index.shape[1], g.num_nodes
+    group = 9 * -(-per_node * n // 9)
+    assert e % 9 and e > 9 * 5 and e > 2 * group and e % group
     outs = []
     for m in (whole, chunked):
         m.train()
