@@ -92,8 +92,8 @@ def run_md(atoms, calculator, *, ensemble: str = "nve", steps: int = 1000, times
     """
     from ase import units
     from ase.io import Trajectory
-    from ase.md.langevin import Langevin
     from ase.md import velocitydistribution as vd
+    from ase.md.langevin import Langevin
     from ase.md.verlet import VelocityVerlet
     from tqdm import tqdm
 

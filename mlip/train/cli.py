@@ -154,7 +154,11 @@ def _eval(args) -> int:
         parity_plots(pred, args.out / f"parity_{name}.png", title=name)
         print(f"wrote {args.out / 'metrics.json'} and {args.out / f'parity_{name}.png'}")
     if args.diagnostics:
-        from .diagnostics import format_diagnostics, weight_diagnostics, write_diagnostics_csv
+        from .diagnostics import (
+            format_diagnostics,
+            weight_diagnostics,
+            write_diagnostics_csv,
+        )
 
         rows = weight_diagnostics(model, min_size=args.min_size)
         print("\nHTSR alpha per weight matrix (Martin & Mahoney; 2 <= alpha <= 6: heavy-tailed):")

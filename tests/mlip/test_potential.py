@@ -3,11 +3,11 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import molecule
+from mlip.kernels import TensorProduct
+from mlip.kernels.tp.power import SymmetricPower
 
 import mlip
 import mlip.blocks
-from mlip.kernels import TensorProduct
-from mlip.kernels.tp.power import SymmetricPower
 from mlip.testing import evaluate, max_abs, symmetry_errors
 
 BACKENDS = ("cg", "gaunt", "grid", "cp")
