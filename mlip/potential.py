@@ -90,9 +90,10 @@ class Potential(torch.nn.Module):
     @property
     def low_memory(self) -> bool:
         """Trade time for memory in forces and stress (default ``False``): each interaction
-        keeps only the inputs of its edge chunks and recomputes their messages during the
-        backward pass, so the memory for per-edge intermediates is that of one chunk instead
-        of all edges (large systems, e.g. 10,000 atoms at l_max 2 on a 24 GB machine), at
+        keeps only the inputs of its edge chunks (gathered neighbour features, harmonics,
+        radial features) and recomputes their messages during the backward pass, so the
+        memory for the other per-edge intermediates is that of one chunk instead of all
+        edges (large systems, e.g. 10,000 atoms at l_max 2 on a 24 GB machine), at
         the cost of one more forward pass through the interactions. Same numbers either way."""
         return all(layer.interaction.recompute for layer in self.layers)
 
