@@ -24,10 +24,9 @@ import ctypes
 import ctypes.util
 import platform
 
-__all__ = ["tune_cpu_allocator", "allocator_env", "MMAP_THRESHOLD", "TRIM_THRESHOLD", "NO_TUNE_HELP"]
+__all__ = ["tune_cpu_allocator", "allocator_env", "add_cli_flag", "tune_from_cli", "MMAP_THRESHOLD", "TRIM_THRESHOLD"]
 
-#: ``--help`` text of the CLIs' ``--no-tune-allocator`` flag
-NO_TUNE_HELP = ("keep glibc malloc's default of returning freed memory to the OS (by default large freed "
+_NO_TUNE_HELP = ("keep glibc malloc's default of returning freed memory to the OS (by default large freed "
                 "blocks are kept and reused: no page faults per step, but the process keeps its peak heap; "
                 "see mlip.allocator)")
 
@@ -74,3 +73,15 @@ def allocator_env() -> dict[str, str]:
     """The same settings as environment variables, for a child process (glibc reads them at
     start; other C libraries ignore them)."""
     return {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD), "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}
+
+
+def add_cli_flag(parser) -> None:
+    """Add the ``--no-tune-allocator`` flag to an ``argparse`` parser (the CLIs that run one
+    model call after another: ``mlip-md``, ``mlip-train fit`` and ``demo``)."""
+    parser.add_argument("--no-tune-allocator", action="store_true", help=_NO_TUNE_HELP)
+
+
+def tune_from_cli(args) -> bool:
+    """:func:`tune_cpu_allocator` unless ``args.no_tune_allocator`` (see :func:`add_cli_flag`);
+    returns whether the settings were applied."""
+    return False if args.no_tune_allocator else tune_cpu_allocator()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mlip.allocator import NO_TUNE_HELP
+from mlip.allocator import add_cli_flag, tune_from_cli
 
 __all__ = ["main", "build_parser", "run_md"]
 
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "large systems, somewhat more time, same numbers")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice; 1 is often fastest for small molecules)")
-    p.add_argument("--no-tune-allocator", action="store_true", help=NO_TUNE_HELP)
+    add_cli_flag(p)
     p.add_argument("--no-progress", action="store_true", help="do not show the progress bar")
     return p
 
@@ -179,10 +179,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    if not args.no_tune_allocator:
-        from mlip.allocator import tune_cpu_allocator
-
-        tune_cpu_allocator()
+    tune_from_cli(args)
 
     try:
         atoms = ase.io.read(args.structure, index=args.index, format=args.format)

@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-from mlip.allocator import NO_TUNE_HELP
+from mlip.allocator import add_cli_flag, tune_from_cli
 
 __all__ = ["main", "build_parser"]
 
@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--resume", action="store_true", help="continue the run in `out` from checkpoints/last.pt")
     f.add_argument("--overwrite", action="store_true", help="start again even if `out` holds a run")
     f.add_argument("--example", action="store_true", help="print the documented example config and exit")
-    f.add_argument("--no-tune-allocator", action="store_true", help=NO_TUNE_HELP)
+    add_cli_flag(f)
 
     e = sub.add_parser("eval", help="metrics table and parity plots of a model on data",
                        description="Evaluate a model (or a training checkpoint) on data.",
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--steps", type=int, default=3000, help="training steps (the cosine schedule spans them)")
     d.add_argument("--md-steps", type=int, default=400, help="NVE MD steps (0.5 fs) with the trained model")
     d.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 is fastest for one small molecule)")
-    d.add_argument("--no-tune-allocator", action="store_true", help=NO_TUNE_HELP)
+    add_cli_flag(d)
     d.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, as for fit")
     return p
 
@@ -221,10 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = list(args.overrides) + extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command in ("fit", "demo") and not args.no_tune_allocator:
-        from mlip.allocator import tune_cpu_allocator
-
-        tune_cpu_allocator()
+    if args.command in ("fit", "demo"):
+        tune_from_cli(args)
     try:
         if args.command == "fit":
             return _fit(args, parser)
