@@ -151,13 +151,29 @@ class Interaction(torch.nn.Module):
         #: recompute each edge chunk's messages in the backward instead of keeping its
         #: intermediates (memory of one chunk instead of all edges; see Potential.low_memory)
         self.recompute = False
+        #: run the edges on component-major rows where the tensor product supports it
+        #: (same numbers; False: the multiplicity-major route, for comparisons)
+        self.use_rows = True
 
     def forward(self, h, sh, edge_feats, edge_index):
         src, dst = edge_index[0], edge_index[1]
         if src.numel() == 0:  # no neighbours anywhere (isolated atoms): no messages
             return h.new_zeros(h.shape[0], self.irreps_msg.dim)
         h = self.linear_up(h)
-        a = h.new_zeros(h.shape[0], self.irreps_msg.dim)
+        e, n = src.shape[0], h.shape[0]
+        # Component-major rows (where the tensor product has that route): node features
+        # become [D, N, C] once, edges gather rows (index_select on dim 1), messages come
+        # back as rows and are summed into [D, N, C] node rows, which become
+        # multiplicity-major once: the relayouts cost O(N), not O(E) in each direction.
+        rows = self.use_rows and self.tp.supports_rows
+        axis = 1 if rows else 0
+        if rows:
+            plan_in, _, plan_out = self.tp.rows_plans
+            h = plan_in.stack(h)
+            sh = sh.t().contiguous().unsqueeze(-1)  # [D2, E, 1]
+            a = h.new_zeros(plan_out.rows, n, plan_out.channels)
+        else:
+            a = h.new_zeros(n, self.irreps_msg.dim)
         # On CPU, edges go in chunks through radial MLP -> TP -> scatter, so the per-edge
         # tensors (weights, messages: E x hundreds of numbers) stay cache-sized and are never
         # materialised whole, forward and backward. Per-edge inputs are cut with split (its
@@ -165,24 +181,30 @@ class Interaction(torch.nn.Module):
         # and the neighbour features are gathered per group of chunks: the backward of a
         # gather is a dense [N, dim] gradient, so a gather per chunk would cost O(N) per chunk,
         # quadratic in the system size. A group holds >= GATHER_EDGES_PER_NODE * N edges.
-        e, n = src.shape[0], h.shape[0]
         k = self.tp.chunk_size if self.edge_chunk is None else self.edge_chunk
         if h.device.type != "cpu" or not k:
             k = e
         group = k * max(1, -(-GATHER_EDGES_PER_NODE * n // k))
         recompute = self.recompute and torch.is_grad_enabled()
-        for src_g, dst_g, sh_g, ef_g in zip(src.split(group), dst.split(group), sh.split(group), edge_feats.split(group)):
-            x_g = h.index_select(0, src_g)
-            for x, s, f, d in zip(x_g.split(k), sh_g.split(k), ef_g.split(k), dst_g.split(k)):
+        messages = self._messages_rows if rows else self._messages
+        for src_g, dst_g, sh_g, ef_g in zip(src.split(group), dst.split(group), sh.split(group, axis),
+                                            edge_feats.split(group)):
+            x_g = h.index_select(axis, src_g)
+            for x, s, f, d in zip(x_g.split(k, axis), sh_g.split(k, axis), ef_g.split(k), dst_g.split(k)):
                 if recompute:  # keep only the chunk's inputs; its messages are recomputed in backward
-                    m = checkpoint(self._messages, x, s, f, use_reentrant=False)
+                    m = checkpoint(messages, x, s, f, use_reentrant=False)
                 else:
-                    m = self._messages(x, s, f)
-                a.index_add_(0, d, m)
+                    m = messages(x, s, f)
+                a.index_add_(axis, d, m)
+        if rows:
+            a = plan_out.unstack(a)
         return self.linear(a * self.inv_avg)
 
     def _messages(self, x, sh, edge_feats):
         return self.tp(x, sh, self.radial(edge_feats))
+
+    def _messages_rows(self, x, sh, edge_feats):
+        return self.tp.forward_rows(x, sh, self.radial(edge_feats))
 
 
 class ManyBodyProduct(torch.nn.Module):

@@ -82,9 +82,11 @@ class RadialMLP(torch.nn.Module):
 
     def forward(self, edge_feats: torch.Tensor) -> torch.Tensor:
         x = edge_feats
-        last = len(self.weights) - 1
         for k, w in enumerate(self.weights):
-            x = x @ (w * self.scales[k])
-            if k < last:
-                x = torch.nn.functional.silu(x) * self.act_norm
+            # the SiLU's normalisation is folded into the next layer's (small) weight matrix
+            # instead of multiplying the [E, width] activations
+            scale = self.scales[k] if k == 0 else self.scales[k] * self.act_norm
+            if k:
+                x = torch.nn.functional.silu(x)
+            x = x @ (w * scale)
         return x

@@ -9,6 +9,7 @@ import torch
 from e3nn import o3
 
 from ..irreps import channel_dim, channel_layout, gather_index
+from .layout import RowPlan
 
 __all__ = ["TPSpec", "TPBackend", "Constants", "MODES"]
 
@@ -91,6 +92,18 @@ class TPBackend(Constants):
         self.spec = spec
         self.add_const("idx1", gather_index(spec.irs1, spec.channels))
         self.add_const("idx2", gather_index(spec.irs2, spec.channels2))
+        #: component-major layouts of x1, x2 and the output (see forward_rows)
+        self.plan1, self.plan2, self.plan3 = (
+            RowPlan([ir.dim for ir in irs], c)
+            for irs, c in ((spec.irs1, spec.channels), (spec.irs2, spec.channels2), (spec.irs3, spec.channels)))
+
+    #: whether :meth:`forward_rows` is available
+    supports_rows: bool = False
+
+    def forward_rows(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The product on stacked component-major rows (:meth:`RowPlan.stack`): ``x1 [D1, N, C]``,
+        ``x2 [D2, N, C2]``, ``weight [N|1, weight_numel]`` -> ``[D3, N, C]``."""
+        raise NotImplementedError(f"{self.name}: no component-major route")
 
     weight_numel: int = 0
 

@@ -21,12 +21,13 @@ Execution (why it is faster than e3nn's per-path code on CPU):
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from ..irreps import from_channels
 from .base import TPBackend, TPSpec
-from .layout import RowPlan
 from .paths import enumerate_paths, unreachable_outputs
 
 __all__ = ["CGBackend"]
@@ -44,6 +45,27 @@ def _bmm_width(r: int, k: int) -> int:
 
 
 _SLOTS = ((0, 1, 2), (2, 1, 0), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1))
+
+
+def _is_scaled_identity(m: np.ndarray) -> bool:
+    """Is the square matrix ``m`` a multiple of the identity (to 1e-15)?"""
+    return bool(np.allclose(m, m[0, 0] * np.eye(m.shape[0]), rtol=0, atol=1e-15))
+
+
+def _scaled_product(c: float, ops: list) -> torch.Tensor:
+    """``c * ops[0] * ops[1] * ...`` of broadcastable 3-D tensors, with the fewest full-size
+    passes: ``c`` goes on the smallest operand, then the pair with the smallest product is
+    multiplied first (e.g. ``[1, N, C] * [N, C]`` before the ``[3, N, 1]`` harmonics)."""
+    ops = list(ops)
+    smallest = min(range(len(ops)), key=lambda i: ops[i].numel())
+    if c != 1.0:
+        ops[smallest] = ops[smallest] * c
+    while len(ops) > 1:
+        i, j = min(((i, j) for i in range(len(ops)) for j in range(i + 1, len(ops))),
+                   key=lambda ij: math.prod(max(u, v) for u, v in zip(ops[ij[0]].shape, ops[ij[1]].shape)))
+        t = ops[i] * ops[j]
+        ops = [o for k, o in enumerate(ops) if k not in (i, j)] + [t]
+    return ops[0]
 
 
 def _outer_mm(xa: torch.Tensor, xb: torch.Tensor, mat: torch.Tensor) -> torch.Tensor:
@@ -122,11 +144,10 @@ class CGBackend(TPBackend):
             self.use_pairs = spec.mode == "elementwise" or self._pair_flops() <= 5 * self._bmm_flops()
         else:
             self.use_pairs = route == "pairwise"
+        # the pairwise route works on component-major blocks [2l+1, N, C] per irrep (see
+        # mlip.kernels.tp.layout), so it also runs on stacked rows (forward_rows)
+        self.supports_rows = self.use_pairs
         if self.use_pairs:
-            # component-major blocks [2l+1, N, C] per irrep (see mlip.kernels.tp.layout)
-            self.plan1, self.plan2, self.plan3 = (
-                RowPlan([ir.dim for ir in irs], c)
-                for irs, c in ((spec.irs1, spec.channels), (spec.irs2, spec.channels2), (spec.irs3, spec.channels)))
             self._build_elementwise(off1, off2)
         else:
             self._build_channelwise(off1, off2)
@@ -134,7 +155,7 @@ class CGBackend(TPBackend):
     def floats_per_sample(self) -> int:
         s = self.spec
         if self.use_pairs:
-            widest = max(s.irs1[i1].dim * s.irs2[i2].dim for _, i1, i2, _ in self.pairs)
+            widest = max(s.irs1[i1].dim * s.irs2[i2].dim for _, _, i1, i2, _ in self.pairs)
         else:
             widest = max(r for _, _, r, _, _, _ in self.outputs)
         return s.channels * max(widest, s.d1, s.d3)
@@ -215,49 +236,69 @@ class CGBackend(TPBackend):
     # -- elementwise -------------------------------------------------------------------
     def _build_elementwise(self, off1, off2) -> None:
         s = self.spec
-        self.pairs = []  # (const prefix or scalar CG, i1, i2, [(path k, i3, width)])
+        # per pair of input irreps (i1, i2): ("scale", c) when one input is a scalar (CG =
+        # c * identity, one path: a broadcast multiply), ("dot", c) when the pair's one path
+        # is l x l -> 0 (CG = c * identity matrix: a sum of products of matching rows), else
+        # the const prefix of a bilinear form over all the pair's paths
+        self.pairs = []  # (kind, c or const prefix, i1, i2, [(path k, i3, width)])
         for i1, ir1 in enumerate(s.irs1):
             for i2, ir2 in enumerate(s.irs2):
                 ps = [(k, p) for k, p in enumerate(self.paths) if p.i1 == i1 and p.i2 == i2]
                 if not ps:
                     continue
+                entries = [(k, p.i3, 2 * p.l3 + 1) for k, p in ps]
                 t = np.concatenate([p.coeff for _, p in ps], axis=2)  # [a, b, sum of 2l3+1]
-                name = f"cg_{i1}_{i2}"
-                # a scalar times the other input (l1 = 0 or l2 = 0): CG = c * identity, one path;
-                # a broadcast multiply, no bilinear contraction
                 flat = t.reshape(-1, t.shape[2])
-                if min(t.shape[:2]) == 1 and flat.shape[0] == flat.shape[1] and np.allclose(
-                        flat, flat[0, 0] * np.eye(flat.shape[0]), rtol=0, atol=1e-15):
-                    self.pairs.append((float(flat[0, 0]), i1, i2, [(k, p.i3, 2 * p.l3 + 1) for k, p in ps]))
+                if min(t.shape[:2]) == 1 and flat.shape[0] == flat.shape[1] and _is_scaled_identity(flat):
+                    self.pairs.append(("scale", float(flat[0, 0]), i1, i2, entries))
                     continue
+                if t.shape[2] == 1 and t.shape[0] == t.shape[1] and _is_scaled_identity(t[:, :, 0]):
+                    self.pairs.append(("dot", float(t[0, 0, 0]), i1, i2, entries))
+                    continue
+                name = f"cg_{i1}_{i2}"
                 for perm in _SLOTS:
                     u, v, o = perm
                     tp = t.transpose(u, v, o)
                     self.add_const(f"{name}_{u}{v}{o}", tp.reshape(tp.shape[0] * tp.shape[1], tp.shape[2]).T)
-                self.pairs.append((name, i1, i2, [(k, p.i3, 2 * p.l3 + 1) for k, p in ps]))
+                self.pairs.append(("bilinear", name, i1, i2, entries))
 
-    def _forward_pairs(self, t1, t2, w, n):
+    def _pair_blocks(self, t1, t2, w) -> list:
         """Both inputs as component-major blocks ``[2l+1, N, C]`` (``x2`` with one channel in
-        channelwise mode): per pair of input irreps one :class:`_Bilinear` over all its paths,
-        then the weights, then the sum per output irrep."""
+        channelwise mode): per pair of input irreps a broadcast product (one scalar input),
+        a row-wise dot product (``l x l -> 0``) or one :class:`_Bilinear` over all the pair's
+        paths, times the weights; returns the ``[2l+1, N, C]`` block of each output irrep."""
         s = self.spec
         C = s.channels
         wp = w.view(w.shape[0], len(self.paths), C).unbind(1)  # [N|1, C] each, broadcast over rows
         outs: list = [None] * len(s.irs3)
-        for name, i1, i2, entries in self.pairs:
-            if isinstance(name, float):  # scalar x irrep: c * x1 * x2, broadcast
-                (k, i3, _), = entries
-                t = t1[i1] * (t2[i2] * (wp[k] * name))
+        for kind, c, i1, i2, entries in self.pairs:
+            if kind == "bilinear":
+                mats = {perm: self.const(f"{c}_{perm[0]}{perm[1]}{perm[2]}", w) for perm in _SLOTS}
+                y = _Bilinear.apply(t1[i1], t2[i2], mats, (0, 1, 2))  # [sum of 2l3+1, N, C]
+                terms = [(i3, yk * wp[k]) for (k, i3, _), yk in zip(entries, y.split([e[2] for e in entries], dim=0))]
+            else:
+                ((k, i3, _),) = entries
+                if kind == "scale":  # c * x1 * x2 * w
+                    t = _scaled_product(c, [t1[i1], t2[i2], wp[k].unsqueeze(0)])
+                else:  # c * sum_m x1[m] x2[m] * w
+                    a, b, wk = t1[i1], t2[i2], wp[k].unsqueeze(0)
+                    smallest = min((a, b, wk), key=torch.Tensor.numel)
+                    a, b, wk = (u * c if u is smallest else u for u in (a, b, wk))
+                    t = (a * b).sum(0, keepdim=True) * wk
+                terms = [(i3, t)]
+            for i3, t in terms:
                 outs[i3] = t if outs[i3] is None else outs[i3] + t
-                continue
-            mats = {perm: self.const(f"{name}_{perm[0]}{perm[1]}{perm[2]}", w) for perm in _SLOTS}
-            y = _Bilinear.apply(t1[i1], t2[i2], mats, (0, 1, 2))  # [sum of 2l3+1, N, C]
-            for (k, i3, _), yk in zip(entries, y.split([e[2] for e in entries], dim=0)):
-                t = yk * wp[k]
-                outs[i3] = t if outs[i3] is None else outs[i3] + t
-        return self.plan3.from_rows(outs)
+        return outs
+
+    def forward_rows(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if not self.use_pairs:
+            raise RuntimeError("cg: forward_rows needs the pairwise route")
+        n, C = x1.shape[1], self.spec.channels
+        outs = self._pair_blocks(x1.split(self.plan1.dims, dim=0), x2.split(self.plan2.dims, dim=0), weight)
+        outs = [b.expand(d, n, C) for b, d in zip(outs, self.plan3.dims)]
+        return torch.cat(outs, dim=0) if len(outs) > 1 else outs[0].contiguous()
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self.use_pairs:
-            return self._forward_pairs(self.plan1.to_rows(x1), self.plan2.to_rows(x2), weight, x1.shape[0])
+            return self.plan3.from_rows(self._pair_blocks(self.plan1.to_rows(x1), self.plan2.to_rows(x2), weight))
         return self._forward_channelwise(x1, x2, weight)

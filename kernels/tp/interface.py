@@ -86,6 +86,41 @@ class TensorProduct(torch.nn.Module):
         ws = weight.split(k) if weight.shape[0] == n else [weight] * ((n + k - 1) // k)
         return torch.cat([self.impl(a, b, w) for a, b, w in zip(x1.split(k), x2.split(k), ws)])
 
+    @property
+    def supports_rows(self) -> bool:
+        """Whether :meth:`forward_rows` is available (``cg`` on its pairwise route)."""
+        return self.impl.supports_rows
+
+    @property
+    def rows_plans(self) -> tuple:
+        """:class:`~mlip.kernels.tp.layout.RowPlan` of ``x1``, ``x2`` and the output: their
+        ``stack`` / ``unstack`` turn multiplicity-major features into the stacked
+        component-major rows of :meth:`forward_rows` and back."""
+        return self.impl.plan1, self.impl.plan2, self.impl.plan3
+
+    def forward_rows(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """The same product on component-major rows: ``x1 [D1, N, C]``, ``x2 [D2, N, C2]``
+        (``D = sum(2l+1)`` of the irreps, ``C2 = 1`` in channelwise mode), ``weight`` as in
+        :meth:`forward`; returns ``[D3, N, C]``. Not chunked.
+
+        For callers that keep features component-major across several steps (the
+        interaction gathers edge rows from node rows and scatters messages back to nodes
+        in this layout), so the relayouts run once per node instead of once per edge.
+        Only where :attr:`supports_rows`.
+        """
+        if not self.supports_rows:
+            raise RuntimeError(f"TensorProduct: backend {self.backend!r} has no component-major route here")
+        p1, p2, _ = self.rows_plans
+        n = x1.shape[1] if x1.dim() == 3 else -1
+        for name, t, plan in (("x1", x1, p1), ("x2", x2, p2)):
+            if t.dim() != 3 or t.shape[0] != plan.rows or t.shape[1] != n or t.shape[2] != plan.channels:
+                raise ValueError(f"{name}: expected shape [{plan.rows}, N, {plan.channels}], got {tuple(t.shape)}")
+        if weight.dim() == 1:
+            weight = weight.unsqueeze(0)
+        if weight.shape[-1] != self.weight_numel or weight.shape[0] not in (1, n):
+            raise ValueError(f"weight: expected shape [{n}, {self.weight_numel}] or [{self.weight_numel}], got {tuple(weight.shape)}")
+        return self.impl.forward_rows(x1, x2, weight)
+
     def _check(self, x1, x2, weight) -> None:
         for name, t, dim in (("x1", x1, self.irreps_in1.dim), ("x2", x2, self.irreps_in2.dim)):
             if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.shape[1] != dim:

@@ -128,3 +128,31 @@ def test_chunked_equals_unchunked(backend, mode):
     assert parts.chunk_size == 4 and TensorProduct("3x0e", "0e", "3x0e").chunk_size >= 16
     with pytest.raises(ValueError, match="chunk_size"):
         TensorProduct("3x0e", "0e", "3x0e", chunk_size=-1)
+
+
+@pytest.mark.parametrize("mode", ["channelwise", "elementwise"])
+def test_forward_rows_equals_forward(mode):
+    """``forward_rows`` on stacked component-major rows is ``forward`` in another layout
+    (cg's pairwise route), with per-sample and shared weights; bad shapes are named."""
+    in2 = "0e+1o+2e" if mode == "channelwise" else "3x0e+3x1o+3x2e"
+    tp = TensorProduct("3x0e+3x1o+3x2e", in2, "3x0e+3x1o+3x2e", mode=mode, backend="cg", chunk_size=0)
+    assert tp.supports_rows
+    p1, p2, p3 = tp.rows_plans
+    g = torch.Generator().manual_seed(0)
+    x1 = torch.randn(7, tp.irreps_in1.dim, generator=g, dtype=torch.float64)
+    x2 = torch.randn(7, tp.irreps_in2.dim, generator=g, dtype=torch.float64)
+    w = torch.randn(7, tp.weight_numel, generator=g, dtype=torch.float64)
+    for weight in (w, w[0]):
+        y = tp.forward_rows(p1.stack(x1), p2.stack(x2), weight)
+        torch.testing.assert_close(p3.unstack(y), tp(x1, x2, weight), rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match=r"x2: expected shape \[9, N"):
+        tp.forward_rows(p1.stack(x1), p2.stack(x2)[:5], w)
+    with pytest.raises(ValueError, match="weight: expected shape"):
+        tp.forward_rows(p1.stack(x1), p2.stack(x2), w[:3])
+
+
+def test_forward_rows_only_where_supported():
+    tp = TensorProduct("3x0e+3x1o", "0e+1o", "3x0e+3x1o", backend="gaunt")
+    assert not tp.supports_rows
+    with pytest.raises(RuntimeError, match="no component-major route"):
+        tp.forward_rows(torch.zeros(4, 2, 3), torch.zeros(4, 2, 1), torch.zeros(tp.weight_numel))

@@ -1,6 +1,7 @@
 """Component-major blocks (mlip.kernels.tp.layout): exact round trip, contiguous blocks,
 first and second derivatives."""
 
+import pytest
 import torch
 
 from mlip.kernels.tp.layout import RowPlan
@@ -31,3 +32,24 @@ def test_gradients():
     assert torch.autograd.gradgradcheck(f, (x,))
     g = torch.autograd.grad(plan.to_rows(x)[0].sum(), x)[0]  # unused blocks get zero gradient
     assert g.sum() == plan.dims[0] * 3 * 4
+
+
+def test_stacked_rows_round_trip_and_gradients():
+    """``stack`` puts the blocks of ``to_rows`` one after the other in one [D, N, C] tensor;
+    ``unstack`` inverts it; first and second derivatives of both."""
+    plan = RowPlan([1, 3, 5], 4)
+    x = torch.randn(6, plan.width, dtype=F64)
+    t = plan.stack(x)
+    assert t.shape == (9, 6, 4) and t.is_contiguous()
+    assert torch.equal(t, torch.cat(plan.to_rows(x), dim=0))
+    assert torch.equal(plan.unstack(t), x)
+    xg = x[:3].clone().requires_grad_()
+    scale = torch.randn(9, 3, 4, dtype=F64)
+
+    def f(x):
+        return plan.unstack(plan.stack(x).square() * scale)
+
+    assert torch.autograd.gradcheck(f, (xg,))
+    assert torch.autograd.gradgradcheck(f, (xg,))
+    with pytest.raises(ValueError, match="expected 9 stacked rows"):
+        plan.unstack(t[:4])

@@ -22,6 +22,11 @@ CASES = [
     ("channelwise",) + case("channelwise", 3, C=4),
     ("channelwise",) + case("channelwise", 4, C=2),
     ("elementwise",) + case("elementwise", 3, C=4),
+    # l_max 1 (the pair 1o x 1o has the single path to 0e: the row-wise dot product) and a
+    # scalar output (the last many-body product: every l x l pair is a dot product)
+    ("channelwise",) + case("channelwise", 1, C=4),
+    ("elementwise",) + case("elementwise", 1, C=4),
+    ("elementwise", "4x0e+4x1o+4x2e", "4x0e+4x1o+4x2e", "4x0e"),
     # unnatural parity, repeated degrees and unsorted irreps: layout bookkeeping
     ("channelwise", "3x1e+3x0e+3x2o+3x1o", "1o+0e+1e", "3x2e+3x1o+3x0e+3x1e+3x0o"),
     ("elementwise", "3x1e+3x0e+3x1o", "3x1o+3x2e+3x0o", "3x1o+3x2e+3x0e+3x1e"),
@@ -52,11 +57,12 @@ def test_cg_equals_e3nn(mode, in1, in2, out, dtype, route):
     assert (y - y_ref).abs().max() <= TOL[dtype] * scale
 
 
+@pytest.mark.parametrize("L", [1, 2])
 @pytest.mark.parametrize("mode,route", [("channelwise", "pairwise"), ("channelwise", "per_sample"),
                                         ("elementwise", "auto")])
-def test_cg_gradients_equal_e3nn(mode, route):
+def test_cg_gradients_equal_e3nn(mode, route, L):
     dtype = torch.float64
-    tp = TensorProduct(*case(mode, 2, C=3), mode=mode, route=route)
+    tp = TensorProduct(*case(mode, L, C=3), mode=mode, route=route)
     ref = reference(tp, dtype)
     ins = [torch.randn(6, d, dtype=dtype, requires_grad=True) for d in (tp.irreps_in1.dim, tp.irreps_in2.dim, tp.weight_numel)]
     grads = torch.autograd.grad(tp(*ins).sin().sum(), ins)

@@ -223,6 +223,29 @@ def test_training_mode_keeps_graph_for_force_losses(h):
     assert model.embedding.grad is not None and model.embedding.grad.abs().sum() > 0
 
 
+def _assert_same_training_outputs(m1, m2, g, rtol=1e-11):
+    """Energies, per-atom energies, forces, stress and the parameter gradient of a force +
+    stress loss (second derivatives, as in training) of two models agree."""
+    res = []
+    for m in (m1, m2):
+        m.train()
+        out = m(g, stress=True)
+        loss = out["forces"].square().sum() + out["stress"].square().sum()
+        res.append((out, torch.autograd.grad(loss, list(m.parameters()), allow_unused=True)))
+    (a, ga), (b, gb) = res
+    for key in ("energy", "energies", "forces", "stress"):
+        torch.testing.assert_close(a[key], b[key], rtol=rtol, atol=1e-12)
+    for x, y in zip(ga, gb):
+        assert (x is None) == (y is None)
+        if x is not None:
+            torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+
+
+def _set_edge_chunk(m, k):
+    for layer in m.layers:
+        layer.interaction.edge_chunk = k
+
+
 @pytest.mark.parametrize("backend", ["cg", "grid"])
 @pytest.mark.parametrize("per_node", [1, mlip.blocks.GATHER_EDGES_PER_NODE])
 def test_edge_chunks_change_nothing(h, backend, per_node, monkeypatch):
@@ -232,27 +255,29 @@ def test_edge_chunks_change_nothing(h, backend, per_node, monkeypatch):
     including a ragged last chunk and a ragged last group."""
     monkeypatch.setattr(mlip.blocks, "GATHER_EDGES_PER_NODE", per_node)
     whole, chunked = h.model(backend), h.model(backend)
-    for m, k in ((whole, 0), (chunked, 9)):
-        for layer in m.layers:
-            layer.interaction.edge_chunk = k
+    _set_edge_chunk(whole, 0)
+    _set_edge_chunk(chunked, 9)
     g = mlip.atoms_to_graph(h.crystal(2), whole.r_max)
     e, n = g.edge_index.shape[1], g.num_nodes
     group = 9 * -(-per_node * n // 9)
     assert e % 9 and e > 9 * 5 and e > 2 * group and e % group
-    outs = []
-    for m in (whole, chunked):
-        m.train()
-        out = m(g, stress=True)
-        loss = out["forces"].square().sum() + out["stress"].square().sum()
-        grads = torch.autograd.grad(loss, [p for p in m.parameters()], allow_unused=True)
-        outs.append((out, grads))
-    (a, ga), (b, gb) = outs
-    for key in ("energy", "energies", "forces", "stress"):
-        torch.testing.assert_close(a[key], b[key], rtol=1e-11, atol=1e-12)
-    for x, y in zip(ga, gb):
-        assert (x is None) == (y is None)
-        if x is not None:
-            torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+    _assert_same_training_outputs(whole, chunked, g)
+
+
+@pytest.mark.parametrize("l_max", [1, 2, 3])
+@pytest.mark.parametrize("chunk", [0, 9])
+def test_component_major_rows_change_nothing(h, l_max, chunk):
+    """With ``cg`` the interactions run their edges on component-major rows (node rows
+    gathered per edge, messages summed into node rows): the same energies, forces, stress
+    and force-loss parameter gradients as the multiplicity-major route, whole and chunked."""
+    rows, plain = h.model("cg", l_max=l_max), h.model("cg", l_max=l_max)
+    for m in (rows, plain):
+        _set_edge_chunk(m, chunk)
+    for layer in plain.layers:
+        layer.interaction.use_rows = False
+    assert all(layer.interaction.tp.supports_rows for layer in rows.layers)
+    g = mlip.atoms_to_graph(h.crystal(3), rows.r_max)
+    _assert_same_training_outputs(rows, plain, g)
 
 
 @pytest.mark.parametrize("backend", ["cg", "grid"])
@@ -263,18 +288,6 @@ def test_low_memory_recompute_changes_nothing(h, backend):
     low.low_memory = True
     assert low.low_memory and not plain.low_memory
     for m in (plain, low):
-        for layer in m.layers:
-            layer.interaction.edge_chunk = 11
+        _set_edge_chunk(m, 11)
     g = mlip.atoms_to_graph(h.crystal(2), plain.r_max)
-    res = []
-    for m in (plain, low):
-        m.train()
-        out = m(g, stress=True)
-        loss = out["forces"].square().sum() + out["stress"].square().sum()
-        res.append((out, torch.autograd.grad(loss, list(m.parameters()), allow_unused=True)))
-    (a, ga), (b, gb) = res
-    for key in ("energy", "forces", "stress"):
-        torch.testing.assert_close(a[key], b[key], rtol=1e-12, atol=1e-12)
-    for x, y in zip(ga, gb):
-        if x is not None:
-            torch.testing.assert_close(x, y, rtol=1e-10, atol=1e-12)
+    _assert_same_training_outputs(plain, low, g, rtol=1e-12)
