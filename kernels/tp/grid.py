@@ -61,6 +61,11 @@ class GridBackend(SphericalProductBackend):
         # per-degree values of input 2: E2deg[j, (l2, q)] = E2[j, q] if j has degree index l2
         S2 = self._const64["S2"].numpy()
         self.add_const("E2deg", (S2.T[:, :, None] * y2.T[:, None, :]).reshape(y2.shape[1], -1))
+        # weight index (in the [n1 + n2 + n3] irreps of the weight layout) of each component
+        # row of input 1 and of the output (forward_rows)
+        n1, n2 = len(s.irs1), len(s.irs2)
+        self.add_const("rep1", torch.tensor([i for i, ir in enumerate(s.irs1) for _ in range(ir.dim)]))
+        self.add_const("rep3", torch.tensor([n1 + n2 + i for i, ir in enumerate(s.irs3) for _ in range(ir.dim)]))
 
     def _values2(self, x2, w2, mask):
         if self.spec.mode != "channelwise":
@@ -72,6 +77,37 @@ class GridBackend(SphericalProductBackend):
         g = (x2 @ self.const("E2deg", x2)).view(x2.shape[0], len(self.spec.irs2), -1)  # [N, n2, P]
         n, C = x2.shape[0], self.spec.channels
         return torch.matmul(w2, g).reshape(n * C, -1) if w2.shape[0] == n else (w2 @ g).reshape(n * C, -1)
+
+    @property
+    def supports_rows(self) -> bool:
+        # channelwise with natural parity classes on both sides (one function product), or a
+        # scalar input; the other cases (masks per parity class) keep the channel layout
+        return self.spec.mode == "channelwise" and (self.scalar_side is not None or len(self.class_pairs) == 1)
+
+    def forward_rows(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """Stacked rows ``[D, N, C]`` are ``[D, N*C]`` matrices: values on the grid are one
+        GEMM ``E1^T x1`` -> ``[P, N, C]``, the projection one GEMM ``P3^T h`` -> ``[D3, N, C]``,
+        with no relayout on either side."""
+        if not self.supports_rows:
+            raise RuntimeError("grid: forward_rows needs channelwise mode and one parity class pair")
+        if self.scalar_side is not None:
+            return self._forward_scalar_rows(x1, x2, weight)
+        s = self.spec
+        d1, n, C = x1.shape
+        n1, n2 = len(s.irs1), len(s.irs2)
+        w = weight.view(weight.shape[0], -1, C)  # [N|1, n1 + n2 + n3, C]
+        # per-irrep weights expanded to the rows of their components: [D, N|1, C] views
+        x1w = x1 * w.index_select(1, self.const("rep1", w)).transpose(0, 1)
+        f1 = (self.const("E1", x1).t() @ x1w.reshape(d1, n * C)).view(-1, n, C)  # [P, N, C]
+        # input 2 (one channel): values of each degree once per sample, then mixed per channel
+        g = self.const("E2deg", x1).t() @ x2[:, :, 0]  # [n2 * P, N]
+        # [N, P, n2], contiguous: bmm copies every batch matrix of a permuted operand
+        g = g.view(n2, -1, n).permute(2, 1, 0).contiguous()
+        w2 = w[:, n1 : n1 + n2]
+        f2 = torch.matmul(g, w2) if w2.shape[0] == n else g @ w2[0]  # [N, P, C]
+        h = f1 * f2.transpose(0, 1)
+        y = (self.const("P3", x1).t() @ h.reshape(h.shape[0], n * C)).view(-1, n, C)  # [D3, N, C]
+        return y * w.index_select(1, self.const("rep3", w)).transpose(0, 1)
 
     def floats_per_sample(self) -> int:
         return self.spec.channels * self.num_points

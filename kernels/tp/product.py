@@ -134,6 +134,21 @@ class SphericalProductBackend(TPBackend):
             out.append((coef.unsqueeze(-1) * blocks[io].view(blocks[io].shape[0], co, ir3.dim)).reshape(n, C * ir3.dim))
         return torch.cat(out, dim=1) if len(out) > 1 else out[0]
 
+    def _forward_scalar_rows(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """:meth:`_forward_scalar` on stacked component-major rows (``[D, N, C]``, see
+        :meth:`TPBackend.forward_rows`): each output block is the matching block of the other
+        input times ``x_s * w[l3]``."""
+        s = self.spec
+        C = s.channels
+        w = weight.view(weight.shape[0], -1, C)  # [N|1, n3, C]
+        if self.scalar_side == 1:
+            xs, xo, plan_o = x1[0], x2, self.plan2
+        else:
+            xs, xo, plan_o = x2[0], x1, self.plan1
+        blocks = xo.split(plan_o.dims, dim=0)
+        out = [blocks[io] * (xs * w[:, i3]) for i3, io in enumerate(self.scalar_plan)]
+        return torch.cat(out, dim=0) if len(out) > 1 else out[0]
+
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self.scalar_side is not None:
             return self._forward_scalar(x1, x2, weight)

@@ -130,21 +130,34 @@ def test_chunked_equals_unchunked(backend, mode):
         TensorProduct("3x0e", "0e", "3x0e", chunk_size=-1)
 
 
-@pytest.mark.parametrize("mode", ["channelwise", "elementwise"])
-def test_forward_rows_equals_forward(mode):
-    """``forward_rows`` on stacked component-major rows is ``forward`` in another layout
-    (cg's pairwise route), with per-sample and shared weights; bad shapes are named."""
+ROWS_CASES = [
+    ("cg", "channelwise", "3x0e+3x1o+3x2e"),
+    ("cg", "elementwise", "3x0e+3x1o+3x2e"),
+    ("cg", "channelwise", "3x0e"),
+    ("grid", "channelwise", "3x0e+3x1o+3x2e"),
+    ("grid", "channelwise", "3x0e"),  # scalar input: the product without transforms
+]
+
+
+@pytest.mark.parametrize("backend,mode,in1", ROWS_CASES)
+def test_forward_rows_equals_forward(backend, mode, in1):
+    """``forward_rows`` on stacked component-major rows is ``forward`` in another layout,
+    values and gradients, with per-sample and shared weights; bad shapes are named."""
     in2 = "0e+1o+2e" if mode == "channelwise" else "3x0e+3x1o+3x2e"
-    tp = TensorProduct("3x0e+3x1o+3x2e", in2, "3x0e+3x1o+3x2e", mode=mode, backend="cg", chunk_size=0)
+    tp = TensorProduct(in1, in2, "3x0e+3x1o+3x2e", mode=mode, backend=backend, chunk_size=0)
     assert tp.supports_rows
     p1, p2, p3 = tp.rows_plans
     g = torch.Generator().manual_seed(0)
-    x1 = torch.randn(7, tp.irreps_in1.dim, generator=g, dtype=torch.float64)
-    x2 = torch.randn(7, tp.irreps_in2.dim, generator=g, dtype=torch.float64)
-    w = torch.randn(7, tp.weight_numel, generator=g, dtype=torch.float64)
+    x1, x2, w = (torch.randn(7, d, generator=g, dtype=torch.float64, requires_grad=True)
+                 for d in (tp.irreps_in1.dim, tp.irreps_in2.dim, tp.weight_numel))
     for weight in (w, w[0]):
-        y = tp.forward_rows(p1.stack(x1), p2.stack(x2), weight)
-        torch.testing.assert_close(p3.unstack(y), tp(x1, x2, weight), rtol=1e-12, atol=1e-12)
+        y = p3.unstack(tp.forward_rows(p1.stack(x1), p2.stack(x2), weight))
+        y_ref = tp(x1, x2, weight)
+        torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+        grads = torch.autograd.grad(y.sin().sum(), [x1, x2, w])
+        grads_ref = torch.autograd.grad(y_ref.sin().sum(), [x1, x2, w])
+        for a, b in zip(grads, grads_ref):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match=r"x2: expected shape \[9, N"):
         tp.forward_rows(p1.stack(x1), p2.stack(x2)[:5], w)
     with pytest.raises(ValueError, match="weight: expected shape"):
