@@ -174,6 +174,16 @@ class CPBackend(TPBackend):
         z = (u * v) @ self.const("Ct", x1)  # [N, C, d3]
         return from_channels(z * weight.unsqueeze(-1), s.irs3)
 
+    #: the factors act on the component axis, so stacked rows ([D, N*C] matrices) need no relayout
+    supports_rows = True
+
+    def forward_rows(self, x1, x2, weight):
+        n, C = x1.shape[1], self.spec.channels
+        u = self.const("A", x1).t() @ x1.reshape(x1.shape[0], -1)  # [R, N*C]
+        v = self.const("B", x1).t() @ x2.reshape(x2.shape[0], -1)  # [R, N*C|N]
+        z = self.const("Ct", x1).t() @ (u.view(-1, n, C) * v.view(-1, n, x2.shape[2])).view(-1, n * C)
+        return z.view(-1, n, C) * weight
+
     def report(self) -> dict:
         """Rank, relative decomposition error ``||T_cp - T|| / ||T||`` and the equivariance
         error ``||f(D x1, D x2) - D f(x1, x2)|| / ||f(x1, x2)||`` (random inputs and rotation,

@@ -88,8 +88,8 @@ class TensorProduct(torch.nn.Module):
 
     @property
     def supports_rows(self) -> bool:
-        """Whether :meth:`forward_rows` is available (``cg`` on its pairwise route, ``grid`` in
-        channelwise mode with natural-parity irreps)."""
+        """Whether :meth:`forward_rows` is available: ``cg`` on its pairwise route, ``grid`` in
+        channelwise mode with natural-parity irreps, ``cp`` always; not ``gaunt``."""
         return self.impl.supports_rows
 
     @property

@@ -136,6 +136,8 @@ ROWS_CASES = [
     ("cg", "channelwise", "3x0e"),
     ("grid", "channelwise", "3x0e+3x1o+3x2e"),
     ("grid", "channelwise", "3x0e"),  # scalar input: the product without transforms
+    ("cp", "channelwise", "3x0e+3x1o+3x2e"),
+    ("cp", "elementwise", "3x0e+3x1o+3x2e"),
 ]
 
 

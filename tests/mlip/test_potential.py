@@ -264,11 +264,11 @@ def test_edge_chunks_change_nothing(h, backend, per_node, monkeypatch):
     _assert_same_training_outputs(whole, chunked, g)
 
 
-@pytest.mark.parametrize("backend", ["cg", "grid"])
+@pytest.mark.parametrize("backend", ["cg", "grid", "cp"])
 @pytest.mark.parametrize("l_max", [1, 2, 3])
 @pytest.mark.parametrize("chunk", [0, 9])
 def test_component_major_rows_change_nothing(h, backend, l_max, chunk):
-    """With ``cg`` and ``grid`` the interactions run their edges on component-major rows
+    """With ``cg``, ``grid`` and ``cp`` the interactions run their edges on component-major rows
     (node rows gathered per edge, messages summed into node rows): the same energies,
     forces, stress and force-loss parameter gradients as the multiplicity-major route,
     whole and chunked."""
