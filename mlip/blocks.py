@@ -37,6 +37,12 @@ __all__ = [
 GATHER_EDGES_PER_NODE = 8
 
 
+def _pieces(t: torch.Tensor, size: int, dim: int = 0) -> tuple:
+    """``t.split(size, dim)``, or ``(t,)`` when it fits in one piece (a one-piece split still
+    copies its gradient in the backward)."""
+    return (t,) if t.shape[dim] <= size else t.split(size, dim)
+
+
 def hidden_irreps(channels: int, l_max: int) -> o3.Irreps:
     """``Cx0e + Cx1o + ... + Cx(l_max)`` with natural parity (-1)^l."""
     return o3.Irreps([(channels, (l, (-1) ** l)) for l in range(l_max + 1)])
@@ -187,10 +193,10 @@ class Interaction(torch.nn.Module):
         group = k * max(1, -(-GATHER_EDGES_PER_NODE * n // k))
         recompute = self.recompute and torch.is_grad_enabled()
         messages = self._messages_rows if rows else self._messages
-        for src_g, dst_g, sh_g, ef_g in zip(src.split(group), dst.split(group), sh.split(group, axis),
-                                            edge_feats.split(group)):
+        for src_g, dst_g, sh_g, ef_g in zip(_pieces(src, group), _pieces(dst, group), _pieces(sh, group, axis),
+                                            _pieces(edge_feats, group)):
             x_g = h.index_select(axis, src_g)
-            for x, s, f, d in zip(x_g.split(k, axis), sh_g.split(k, axis), ef_g.split(k), dst_g.split(k)):
+            for x, s, f, d in zip(_pieces(x_g, k, axis), _pieces(sh_g, k, axis), _pieces(ef_g, k), _pieces(dst_g, k)):
                 if recompute:  # keep only the chunk's inputs; its messages are recomputed in backward
                     m = checkpoint(messages, x, s, f, use_reentrant=False)
                 else:
