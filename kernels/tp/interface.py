@@ -23,6 +23,16 @@ def register_backend(cls: type) -> type:
     return cls
 
 
+def _check_dtypes(x1, x2, weight) -> None:
+    if not x1.is_floating_point() or x1.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"x1: expected float32 or float64, got {x1.dtype}")
+    for name, t in (("x2", x2), ("weight", weight)):
+        if t.dtype != x1.dtype:
+            raise ValueError(f"{name}: dtype {t.dtype} differs from x1's {x1.dtype}")
+        if t.device != x1.device:
+            raise ValueError(f"{name}: device {t.device} differs from x1's {x1.device}")
+
+
 class TensorProduct(torch.nn.Module):
     """Equivariant tensor product ``out = TP(x1, x2; weight)`` with a swappable backend.
 
@@ -116,9 +126,10 @@ class TensorProduct(torch.nn.Module):
         for name, t, plan in (("x1", x1, p1), ("x2", x2, p2)):
             if t.dim() != 3 or t.shape[0] != plan.rows or t.shape[1] != n or t.shape[2] != plan.channels:
                 raise ValueError(f"{name}: expected shape [{plan.rows}, N, {plan.channels}], got {tuple(t.shape)}")
+        _check_dtypes(x1, x2, weight)
         if weight.dim() == 1:
             weight = weight.unsqueeze(0)
-        if weight.shape[-1] != self.weight_numel or weight.shape[0] not in (1, n):
+        if weight.dim() != 2 or weight.shape[-1] != self.weight_numel or weight.shape[0] not in (1, n):
             raise ValueError(f"weight: expected shape [{n}, {self.weight_numel}] or [{self.weight_numel}], got {tuple(weight.shape)}")
         return self.impl.forward_rows(x1, x2, weight)
 
@@ -136,13 +147,7 @@ class TensorProduct(torch.nn.Module):
         ):
             got = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
             raise ValueError(f"weight: expected shape [{n}, {self.weight_numel}] or [{self.weight_numel}], got {got}")
-        if not x1.is_floating_point() or x1.dtype not in (torch.float32, torch.float64):
-            raise ValueError(f"x1: expected float32 or float64, got {x1.dtype}")
-        for name, t in (("x2", x2), ("weight", weight)):
-            if t.dtype != x1.dtype:
-                raise ValueError(f"{name}: dtype {t.dtype} differs from x1's {x1.dtype}")
-            if t.device != x1.device:
-                raise ValueError(f"{name}: device {t.device} differs from x1's {x1.device}")
+        _check_dtypes(x1, x2, weight)
 
     def extra_repr(self) -> str:
         return f"backend={self.backend!r}"

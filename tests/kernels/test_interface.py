@@ -164,6 +164,8 @@ def test_forward_rows_equals_forward(backend, mode, in1):
         tp.forward_rows(p1.stack(x1), p2.stack(x2)[:5], w)
     with pytest.raises(ValueError, match="weight: expected shape"):
         tp.forward_rows(p1.stack(x1), p2.stack(x2), w[:3])
+    with pytest.raises(ValueError, match="x2: dtype torch.float32 differs"):
+        tp.forward_rows(p1.stack(x1), p2.stack(x2).float(), w)
 
 
 def test_forward_rows_only_where_supported():
