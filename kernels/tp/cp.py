@@ -31,7 +31,6 @@ from pathlib import Path as FsPath
 import numpy as np
 import torch
 
-from ..irreps import from_channels
 from .base import TPBackend, TPSpec
 from .paths import enumerate_paths, unreachable_outputs
 
@@ -167,17 +166,16 @@ class CPBackend(TPBackend):
         self._equivariance_error = None
 
     def forward(self, x1, x2, weight):
-        s = self.spec
-        x1c, x2c = self.to_channels(x1, x2)
-        u = x1c @ self.const("A", x1)  # [N, C, R]
-        v = x2c @ self.const("B", x1)  # [N, C|1, R]
-        z = (u * v) @ self.const("Ct", x1)  # [N, C, d3]
-        return from_channels(z * weight.unsqueeze(-1), s.irs3)
+        # on stacked rows the factors are plain GEMMs over the component axis (two relayouts,
+        # as many as the channel layout would need)
+        return self.plan3.unstack(self.forward_rows(self.plan1.stack(x1), self.plan2.stack(x2), weight))
 
     #: the factors act on the component axis, so stacked rows ([D, N*C] matrices) need no relayout
     supports_rows = True
 
     def forward_rows(self, x1, x2, weight):
+        """``x1 [D1, N, C]``, ``x2 [D2, N, C|1]`` -> ``[D3, N, C]``: ``u = A^T x1``, ``v = B^T x2``
+        (``[R, N, C|1]``), ``z = C (u * v)``, times the per-channel weight."""
         n, C = x1.shape[1], self.spec.channels
         u = self.const("A", x1).t() @ x1.reshape(x1.shape[0], -1)  # [R, N*C]
         v = self.const("B", x1).t() @ x2.reshape(x2.shape[0], -1)  # [R, N*C|N]

@@ -116,28 +116,11 @@ class SphericalProductBackend(TPBackend):
         x2w = x2w.expand(n, C, -1)
         return self._to_values(x2w.reshape(n * C, -1), "2")
 
-    def _forward_scalar(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """Product with a constant function (one input of degree 0), exactly and without
-        transforms: ``out_l3 = w[l3] * x_s * x_o,l3`` (``s``: the scalar input, ``o``: the
-        other; the degree-l3 block of ``o`` with the matching parity class)."""
-        s = self.spec
-        n, C = x1.shape[0], s.channels
-        w = weight.view(weight.shape[0], -1, C)  # [N|1, n3, C]
-        if self.scalar_side == 1:
-            xs, xo, irs_o, co = x1, x2, s.irs2, s.channels2
-        else:
-            xs, xo, irs_o, co = x2, x1, s.irs1, s.channels
-        blocks = xo.split([co * ir.dim for ir in irs_o], dim=1)
-        out = []
-        for i3, (io, ir3) in enumerate(zip(self.scalar_plan, s.irs3)):
-            coef = xs * w[:, i3]  # [N, C] (a channelwise x2 broadcasts its one channel)
-            out.append((coef.unsqueeze(-1) * blocks[io].view(blocks[io].shape[0], co, ir3.dim)).reshape(n, C * ir3.dim))
-        return torch.cat(out, dim=1) if len(out) > 1 else out[0]
-
     def _forward_scalar_rows(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-        """:meth:`_forward_scalar` on stacked component-major rows (``[D, N, C]``, see
-        :meth:`TPBackend.forward_rows`): each output block is the matching block of the other
-        input times ``x_s * w[l3]``."""
+        """Product with a constant function (one input of degree 0), exactly and without
+        transforms, on stacked component-major rows (``[D, N, C]``, see
+        :meth:`TPBackend.forward_rows`): ``out_l3 = w[l3] * x_s * x_o,l3`` (``s``: the scalar
+        input, ``o``: the other; the degree-l3 block of ``o`` with the matching parity class)."""
         s = self.spec
         C = s.channels
         w = weight.view(weight.shape[0], -1, C)  # [N|1, n3, C]
@@ -151,7 +134,8 @@ class SphericalProductBackend(TPBackend):
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self.scalar_side is not None:
-            return self._forward_scalar(x1, x2, weight)
+            y = self._forward_scalar_rows(self.plan1.stack(x1), self.plan2.stack(x2), weight)
+            return self.plan3.unstack(y)
         s = self.spec
         n, C = x1.shape[0], s.channels
         n1, n2 = len(s.irs1), len(s.irs2)
