@@ -23,6 +23,7 @@ from e3nn import o3
 
 from .blocks import Layer, LinearReadout, NonLinearReadout, hidden_irreps
 from .config import PotentialConfig
+from .errors import ConfigError
 from .graph import MIN_DISTANCE
 from .radial import BesselBasis, PolynomialCutoff
 
@@ -48,6 +49,9 @@ class Potential(torch.nn.Module):
     def __init__(self, config: PotentialConfig):
         super().__init__()
         config.validate()
+        if config.unresolved():
+            raise ConfigError(f"{', '.join(config.unresolved())}: not set (None); a Potential needs them "
+                              "(a training run fills them from its data)")
         self.config = PotentialConfig.from_dict(config.to_dict())  # own copy: .to(dtype) updates it
         c = self.config
         gen = torch.Generator().manual_seed(int(c.seed))
