@@ -9,7 +9,7 @@ modified. Only ``l = 0`` features are used: the ``l > 0`` parts of earlier layer
 equivariant, and per-coordinate quantisation would break that.
 
 **Compression.** :class:`DescriptorIndex` stores each descriptor with TurboQuant
-(:class:`mlip.kernels.operators.TurboQuantMSE`: a random rotation and a Lloyd--Max scalar
+(:class:`mlip.kernels.operators.turboquant.TurboQuantMSE`: a random rotation and a Lloyd--Max scalar
 codebook, ``bits`` bits per coordinate, bit-packed). Descriptors of one chemical system are all
 close to their common mean, so by default the index subtracts the mean of the indexed set and
 normalises to unit norm before quantising: the search score is the cosine similarity of the
@@ -118,7 +118,7 @@ class DescriptorIndex:
     """
 
     def __init__(self, descriptors: torch.Tensor, bits: int = 4, *, seed: int = 0, center: bool = True):
-        from mlip.kernels.operators import TurboQuantMSE
+        from mlip.kernels.operators.turboquant import TurboQuantMSE
 
         x = torch.as_tensor(descriptors, dtype=torch.float64)
         if x.dim() != 2 or x.shape[0] == 0:
@@ -183,7 +183,7 @@ class DescriptorIndex:
     @classmethod
     def load(cls, path) -> "DescriptorIndex":
         """Read an index written by :meth:`save`."""
-        from mlip.kernels.operators import TurboQuantMSE
+        from mlip.kernels.operators.turboquant import TurboQuantMSE
 
         st = torch.load(path, map_location="cpu", weights_only=True)
         if not isinstance(st, dict) or st.get("format") != "mlip.DescriptorIndex/1":

@@ -33,21 +33,18 @@ FORMAT_VERSION = 1
 UNITS = {"energy": "eV", "length": "Å", "forces": "eV/Å", "stress": "eV/Å^3"}
 
 
-def save(model: Potential, path, *, extra: dict | None = None) -> Path:
-    """Write ``model`` (config, state dict, metadata) to ``path`` atomically; returns the path.
-
-    ``extra``: optional plain (str/int/float/list/dict) metadata to store alongside.
-    """
+def to_payload(model: Potential, *, extra: dict | None = None) -> dict:
+    """The plain dict a model file holds (see the module docstring): config, state dict (on
+    the CPU) and metadata. :func:`save` writes it; the OpenMM force pickles it."""
     if not isinstance(model, Potential):
         raise TypeError(f"save: expected an mlip.Potential, got {type(model).__name__}")
     import e3nn
 
     from . import __version__
 
-    path = Path(path)
     config = model.config.to_dict()
     config["e0s"] = model.e0s()
-    payload = {
+    return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "config": config,
@@ -64,26 +61,53 @@ def save(model: Potential, path, *, extra: dict | None = None) -> Path:
             "extra": dict(extra or {}),
         },
     }
-    return atomic_torch_save(payload, path)
+
+
+def save(model: Potential, path, *, extra: dict | None = None) -> Path:
+    """Write ``model`` (config, state dict, metadata) to ``path`` atomically; returns the path.
+
+    ``extra``: optional plain (str/int/float/list/dict) metadata to store alongside.
+    """
+    return atomic_torch_save(to_payload(model, extra=extra), path)
 
 
 def atomic_torch_save(obj, path) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically: write a temporary file in the same folder,
-    fsync it, then ``os.replace`` — a crash (even SIGKILL) leaves the old file or the new one."""
+    """``torch.save(obj)`` to ``path`` atomically (:func:`mlip.atomic.atomic_path`): a crash
+    (even SIGKILL) leaves the old file or the new one, never a half-written one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
             torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return path
+
+
+def from_payload(payload, *, source: str = "model payload", dtype: str | torch.dtype | None = None) -> Potential:
+    """The :class:`Potential` (CPU, eval mode) of a model-file payload (:func:`to_payload`).
+
+    ``source`` names where the payload came from (a file path) in error messages; ``dtype``
+    overrides the stored one. Raises :class:`~mlip.errors.CheckpointError` for a payload that
+    is not an mlip model, has an unsupported format version, or whose state dict does not
+    match its config.
+    """
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{source}: not an mlip model file (format "
+                              f"{payload.get('format') if isinstance(payload, dict) else None!r})")
+    if payload.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{source}: model format version {payload.get('format_version')} is not supported "
+                              f"(this mlip reads version {FORMAT_VERSION})")
+    try:
+        config = PotentialConfig.from_dict(payload["config"])
+        if dtype is not None:
+            config.dtype = {torch.float32: "float32", torch.float64: "float64"}.get(dtype, dtype)
+            config.validate()
+    except KeyError as exc:
+        raise CheckpointError(f"{source}: model payload lacks {exc}") from None
+    model = Potential(config)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{source}: state dict does not match its config ({exc})") from None
+    return model.eval()
 
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64, torch.float32: torch.float32, torch.float64: torch.float64}
@@ -119,19 +143,5 @@ def load(path, *, device: str | torch.device = "cpu", dtype: str | torch.dtype |
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable mlip model file ({exc})") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not an mlip model file (format {payload.get('format') if isinstance(payload, dict) else None!r})")
-    if payload.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: model format version {payload.get('format_version')} is not supported "
-                         f"(this mlip reads version {FORMAT_VERSION})")
-    config = PotentialConfig.from_dict(payload["config"])
-    if dtype is not None:
-        config.dtype = {torch.float32: "float32", torch.float64: "float64"}.get(dtype, dtype)
-        config.validate()
-    model = Potential(config)
-    try:
-        model.load_state_dict(payload["state_dict"])
-    except RuntimeError as exc:
-        raise ValueError(f"{path}: state dict does not match its config ({exc})") from None
-    return model.to(device).eval()
+        raise CheckpointError(f"{path}: not a readable mlip model file ({exc})") from None
+    return from_payload(payload, source=str(path), dtype=dtype).to(device)

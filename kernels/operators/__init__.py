@@ -1,6 +1,14 @@
 """Operator families beyond tensor products (pure tensor math: no atoms, no I/O).
 
-One module per family:
+One module per family, exported as a module and never flattened into this namespace, so
+each name keeps its family (``eml.evaluate_eml_tree``, ``turboquant.TurboQuantMSE``)::
+
+    from mlip.kernels.operators import turboquant
+    q = turboquant.TurboQuantMSE(dim=64, bits=4)
+
+or ``from mlip.kernels.operators.turboquant import TurboQuantMSE``. ``krylov_recycling``
+needs scipy, the optional extra ``krylov`` (``pip install 'mlip[krylov]'``); it is imported
+only when a solver runs.
 
 ========================  ====================================================
 ``turboquant``            online vector quantisation (Zandieh et al. 2025)
@@ -20,88 +28,36 @@ One module per family:
 ========================  ====================================================
 """
 
-from .deeponet import DeepONet, mlp
-from .delta import DeltaActivation, delta_accumulate, fixed_point_quantize
-from .eml import EML, Const, EMLExpr, Var, eml, eml_e, eml_exp, eml_ln, eml_sub, eml_zero, evaluate
-from .evonorm import EvoNormB0, EvoNormS0
-from .generalized_conv import GeneralizedConv2d
-from .htsr import HTSRFit, htsr_alpha, htsr_report, power_law_fit
-from .krylov_recycling import (
-    GCRODR,
-    KrylovResult,
-    SequenceResult,
-    gmres_restarted,
-    greedy_order,
-    pairwise_system_distances,
-    solve_sequence,
+from . import (
+    deeponet,
+    delta,
+    eml,
+    evonorm,
+    generalized_conv,
+    htsr,
+    krylov_recycling,
+    lowrank_mixing,
+    multigrid,
+    orthoreg,
+    proximal,
+    quadratic,
+    spectral_conv,
+    turboquant,
 )
-from .lowrank_mixing import LowRankMixing
-from .multigrid import MultigridVCycle, damped_jacobi_step, laplacian_5pt
-from .orthoreg import orthoreg
-from .proximal import LearnedProximalNetwork
-from .quadratic import QuadraticLinear, quadratic_param_groups
-from .spectral_conv import SpectralConv1d, SpectralConv2d
-from .turboquant import MSECode, ProdCode, TurboQuantMSE, TurboQuantProd, lloyd_max_codebook, random_rotation
 
 __all__ = [
-    # turboquant
-    "TurboQuantMSE",
-    "TurboQuantProd",
-    "MSECode",
-    "ProdCode",
-    "lloyd_max_codebook",
-    "random_rotation",
-    # spectral_conv
-    "SpectralConv1d",
-    "SpectralConv2d",
-    # deeponet
-    "DeepONet",
-    "mlp",
-    # multigrid
-    "MultigridVCycle",
-    "laplacian_5pt",
-    "damped_jacobi_step",
-    # lowrank_mixing
-    "LowRankMixing",
-    # quadratic
-    "QuadraticLinear",
-    "quadratic_param_groups",
-    # generalized_conv
-    "GeneralizedConv2d",
-    # delta
-    "DeltaActivation",
-    "delta_accumulate",
-    "fixed_point_quantize",
-    # evonorm
-    "EvoNormB0",
-    "EvoNormS0",
-    # eml
+    "turboquant",
+    "spectral_conv",
+    "deeponet",
+    "multigrid",
+    "lowrank_mixing",
+    "quadratic",
+    "generalized_conv",
+    "delta",
+    "evonorm",
     "eml",
-    "EML",
-    "Const",
-    "Var",
-    "EMLExpr",
-    "evaluate",
-    "eml_e",
-    "eml_exp",
-    "eml_ln",
-    "eml_sub",
-    "eml_zero",
-    # proximal
-    "LearnedProximalNetwork",
-    # htsr
-    "HTSRFit",
-    "power_law_fit",
-    "htsr_alpha",
-    "htsr_report",
-    # orthoreg
+    "proximal",
+    "htsr",
     "orthoreg",
-    # krylov_recycling
-    "GCRODR",
-    "KrylovResult",
-    "SequenceResult",
-    "gmres_restarted",
-    "greedy_order",
-    "pairwise_system_distances",
-    "solve_sequence",
+    "krylov_recycling",
 ]

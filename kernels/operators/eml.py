@@ -4,8 +4,8 @@ Odrzywolek, "All elementary functions from a single binary operator" (2026,
 arXiv:2603.21852): together with the constant 1, ``eml`` generates the usual
 elementary functions, e.g. ``e = eml(1, 1)``, ``exp(x) = eml(x, 1)``,
 ``ln(x) = eml(1, eml(eml(1, x), 1))``.  Trees are small immutable objects
-(:class:`Const`, :class:`Var`, :class:`EML`) evaluated on tensors; the
-builders below return the trees for the standard identities.
+(:class:`Const`, :class:`Var`, :class:`EML`) evaluated on tensors by
+:func:`evaluate_eml_tree`; the builders below return the trees for the standard identities.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ __all__ = [
     "Var",
     "EML",
     "EMLExpr",
-    "evaluate",
+    "evaluate_eml_tree",
     "eml_e",
     "eml_exp",
     "eml_ln",
@@ -66,7 +66,7 @@ class EML:
 EMLExpr = Union[Const, Var, EML]
 
 
-def evaluate(
+def evaluate_eml_tree(
     expr: EMLExpr,
     env: Mapping[str, torch.Tensor | float] | None = None,
     *,
@@ -84,7 +84,7 @@ def evaluate(
             raise KeyError(f"variable {expr.name!r} is not bound; got {sorted(env)}")
         return torch.as_tensor(env[expr.name], dtype=dtype)
     if isinstance(expr, EML):
-        return eml(evaluate(expr.left, env, dtype=dtype), evaluate(expr.right, env, dtype=dtype))
+        return eml(evaluate_eml_tree(expr.left, env, dtype=dtype), evaluate_eml_tree(expr.right, env, dtype=dtype))
     raise TypeError(f"not an EML expression: {expr!r}")
 
 

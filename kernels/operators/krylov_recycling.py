@@ -15,17 +15,20 @@ previous cycles, carried over from one system to the next.
 Float64 numpy; ``A`` may be a dense array, a scipy sparse matrix or a
 ``scipy.sparse.linalg.LinearOperator`` (anything supporting ``A @ v``).
 Every result reports the number of matrix-vector products spent.
+
+scipy (the optional extra ``krylov``) is imported when a GCRO-DR solve or a sparse
+distance needs it, not at import: without it, :func:`gmres_restarted`,
+:func:`greedy_order` and dense distances still work.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 
 import numpy as np
-import scipy.linalg
-import scipy.sparse
-import scipy.sparse.linalg
 
 __all__ = [
     "KrylovResult",
@@ -36,6 +39,27 @@ __all__ = [
     "solve_sequence",
     "SequenceResult",
 ]
+
+
+def _scipy() -> ModuleType:
+    """scipy with ``linalg``, ``sparse`` and ``sparse.linalg`` loaded; a clear error without it."""
+    try:
+        import scipy
+        import scipy.linalg
+        import scipy.sparse
+        import scipy.sparse.linalg
+    except ImportError as e:
+        raise ImportError(
+            "Krylov recycling (GCRO-DR) needs the scipy package: pip install 'mlip[krylov]'"
+        ) from e
+    return scipy
+
+
+def _issparse(a) -> bool:
+    # a scipy sparse matrix can only exist once scipy.sparse is imported, so dense input
+    # never needs scipy
+    sparse = sys.modules.get("scipy.sparse")
+    return sparse is not None and sparse.issparse(a)
 
 
 @dataclass
@@ -105,7 +129,7 @@ def _harmonic_ritz(g: np.ndarray, w: np.ndarray, vhat: np.ndarray, k: int) -> np
     magnitude: ``G^T G z = theta G^T W^T Vhat z`` (Parks et al. 2006, Sec. 2.4)."""
     lhs = g.T @ g
     rhs = g.T @ (w.T @ vhat)
-    theta, z = scipy.linalg.eig(lhs, rhs)
+    theta, z = _scipy().linalg.eig(lhs, rhs)
     mag = np.where(np.isfinite(theta), np.abs(theta), np.inf)
     cols = []
     for i in np.argsort(mag, kind="stable"):
@@ -126,7 +150,7 @@ def _recycle_update(g, w, vhat, k):
     p = _harmonic_ritz(g, w, vhat, k)
     q, r = np.linalg.qr(g @ p)
     c = w @ q
-    u = scipy.linalg.solve_triangular(r, (vhat @ p).T, trans="T").T  # (Vhat P) R^{-1}
+    u = _scipy().linalg.solve_triangular(r, (vhat @ p).T, trans="T").T  # (Vhat P) R^{-1}
     return u, c
 
 
@@ -178,6 +202,7 @@ class GCRODR:
     def __post_init__(self) -> None:
         if not 0 < self.k < self.restart:
             raise ValueError(f"need 0 < k < restart, got k={self.k}, restart={self.restart}")
+        _scipy()  # fail when the solver is made, not in the middle of a sequence
 
     def solve(self, a, b: np.ndarray, x0: np.ndarray | None = None) -> KrylovResult:
         """Solve ``A x = b`` (``A`` ``(n, n)``, ``b`` ``(n,)``) with recycling."""
@@ -193,7 +218,7 @@ class GCRODR:
             # New matrix: re-derive C = A U with orthonormal columns, keeping A U = C.
             q, rr = np.linalg.qr(op @ self.U)
             c = q
-            u = scipy.linalg.solve_triangular(rr, self.U.T, trans="T").T
+            u = _scipy().linalg.solve_triangular(rr, self.U.T, trans="T").T
             x = x + u @ (c.T @ r)
             r = r - c @ (c.T @ r)
         while np.linalg.norm(r) > tol_abs and op.count < self.maxiter:
@@ -243,8 +268,8 @@ def pairwise_system_distances(matrices: Sequence, rhs: Sequence[np.ndarray] | No
     for i in range(n):
         for j in range(i + 1, n):
             diff = matrices[i] - matrices[j]
-            if scipy.sparse.issparse(diff):
-                val = scipy.sparse.linalg.norm(diff, "fro") ** 2
+            if _issparse(diff):
+                val = _scipy().sparse.linalg.norm(diff, "fro") ** 2
             else:
                 val = float(np.sum(np.asarray(diff) ** 2))
             if rhs is not None:

@@ -209,7 +209,7 @@ class FinetuneConfig:
             ``model`` section is ignored; its weights are the reference ``W_0``. A resumed run
             reads the file again (keep it unchanged).
         orthoreg_weight: ``lambda >= 0``: the training loss adds ``lambda * R`` with
-            ``R = sum_W ||dW^T dW - I||_F`` (:func:`mlip.kernels.operators.orthoreg`, the
+            ``R = sum_W ||dW^T dW - I||_F`` (:func:`mlip.kernels.operators.orthoreg.orthoreg`, the
             smaller Gram matrix of each update ``dW = W - W_0``, over every weight tensor with
             ``ndim >= 2``). Needs ``from_model``. ``R`` is not 0 at the start: with ``dW = 0``
             it is ``sum_W sqrt(min(rows, cols))``, but its gradient there is 0, so the first

@@ -2,13 +2,13 @@
 
 Heavy-tailed self-regularisation (Martin & Mahoney): a power law ``rho(lambda) ~ lambda^-alpha``
 fitted to the tail of the eigenvalue spectrum of ``W^T W`` of each weight matrix
-(:func:`mlip.kernels.operators.htsr_alpha`). ``2 <= alpha <= 6`` is the "well trained",
+(:func:`mlip.kernels.operators.htsr.htsr_alpha`). ``2 <= alpha <= 6`` is the "well trained",
 heavy-tailed regime; random (untrained) matrices give large alpha.
 
 Every parameter with ``ndim >= 2`` is listed (tensors with more dimensions flattened to
-``(shape[0], -1)``, as :func:`~mlip.kernels.operators.htsr_alpha` does). Alpha is fitted only
+``(shape[0], -1)``, as :func:`~mlip.kernels.operators.htsr.htsr_alpha` does). Alpha is fitted only
 where the matrix has at least ``min_size`` non-trivial eigenvalues (the default of
-:func:`~mlip.kernels.operators.htsr_report`); smaller ones are listed with a note, since a tail
+:func:`~mlip.kernels.operators.htsr.htsr_report`); smaller ones are listed with a note, since a tail
 fit on a handful of eigenvalues is meaningless. For 2-D weights the fitted values are exactly
 those of ``htsr_report(model, min_size=min_size)``.
 """
@@ -44,7 +44,7 @@ class LayerDiagnostics:
 
 def weight_diagnostics(model: nn.Module, *, min_size: int = 20) -> list[LayerDiagnostics]:
     """HTSR fit of every weight tensor with ``ndim >= 2`` of ``model`` (by parameter name)."""
-    from mlip.kernels.operators import htsr_alpha
+    from mlip.kernels.operators.htsr import htsr_alpha
 
     rows = []
     for name, p in model.named_parameters():

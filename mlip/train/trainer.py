@@ -312,7 +312,7 @@ class Trainer:
             loss = loss + w.stress_weight * t["s"] / (9 * g)
         lam = self.cfg.finetune.orthoreg_weight
         if lam > 0:
-            from mlip.kernels.operators import orthoreg
+            from mlip.kernels.operators.orthoreg import orthoreg
 
             penalty = orthoreg(self.model, self.reference)
             # gradients are summed over processes: each adds its share of lambda * R

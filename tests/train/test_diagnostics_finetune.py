@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import mlip
-from mlip.kernels.operators import htsr_report, orthoreg
+from mlip.kernels.operators.htsr import htsr_report
+from mlip.kernels.operators.orthoreg import orthoreg
 from mlip.train import fit
 from mlip.train.cli import main
 from mlip.train.config import ConfigError, config_from_dict

@@ -3,7 +3,7 @@ import math
 import torch
 from torch import nn
 
-from mlip.kernels.operators import DeepONet, mlp
+from mlip.kernels.operators.deeponet import DeepONet, mlp
 
 
 class HatAntiderivativeTrunk(nn.Module):

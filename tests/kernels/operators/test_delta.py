@@ -1,6 +1,6 @@
 import torch
 
-from mlip.kernels.operators import DeltaActivation, delta_accumulate, fixed_point_quantize
+from mlip.kernels.operators.delta import DeltaActivation, delta_accumulate, fixed_point_quantize
 
 
 def test_constant_sequence_gives_zero_deltas_after_frame_zero():

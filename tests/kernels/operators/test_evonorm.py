@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlip.kernels.operators import EvoNormB0, EvoNormS0
+from mlip.kernels.operators.evonorm import EvoNormB0, EvoNormS0
 
 
 def np_group_std(x, groups, eps):

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mlip.kernels.operators import GeneralizedConv2d
+from mlip.kernels.operators.generalized_conv import GeneralizedConv2d
 
 
 def brute_force(layer, x):

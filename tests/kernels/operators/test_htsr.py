@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from mlip.kernels.operators import htsr_alpha, htsr_report, power_law_fit
+from mlip.kernels.operators.htsr import htsr_alpha, htsr_report, power_law_fit
 
 
 def pareto(n, alpha, xmin, gen):

@@ -1,9 +1,20 @@
+import importlib
+import sys
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import scipy.sparse.linalg as spl
 
-from mlip.kernels.operators import GCRODR, gmres_restarted, greedy_order, pairwise_system_distances, solve_sequence
+import mlip.kernels.operators
+from mlip.kernels.operators import krylov_recycling
+from mlip.kernels.operators.krylov_recycling import (
+    GCRODR,
+    gmres_restarted,
+    greedy_order,
+    pairwise_system_distances,
+    solve_sequence,
+)
 
 
 def convection_diffusion(n, params):
@@ -97,3 +108,36 @@ def test_pairwise_distances_dense_and_sparse_agree():
     d_sparse = pairwise_system_distances([sp.csr_matrix(m) for m in dense], rhs)
     expect = np.sqrt(np.sum((dense[1] - dense[3]) ** 2) + np.sum((rhs[1] - rhs[3]) ** 2))
     assert np.isclose(d_dense[1, 3], expect) and np.allclose(d_dense, d_sparse) and np.allclose(d_dense, d_dense.T)
+
+
+SCIPY_MODULES = ("scipy", "scipy.linalg", "scipy.sparse", "scipy.sparse.linalg")
+
+
+def _without_scipy(monkeypatch):
+    """Make ``import scipy`` (and its submodules) fail, as on an install without the extra."""
+    for name in SCIPY_MODULES:
+        monkeypatch.setitem(sys.modules, name, None)
+
+
+def test_module_imports_without_scipy(monkeypatch):
+    """scipy is the optional extra ``krylov``: importing the module must not need it."""
+    name = "mlip.kernels.operators.krylov_recycling"
+    monkeypatch.setattr(mlip.kernels.operators, "krylov_recycling", sys.modules[name])
+    monkeypatch.delitem(sys.modules, name)
+    _without_scipy(monkeypatch)
+    fresh = importlib.import_module(name)
+    assert fresh is not krylov_recycling and hasattr(fresh, "GCRODR")
+
+
+def test_without_scipy_dense_parts_work_and_gcrodr_names_the_extra(monkeypatch):
+    _without_scipy(monkeypatch)
+    rng = np.random.default_rng(1)
+    a = np.eye(20) * 4 + rng.standard_normal((20, 20)) * 0.1
+    b = rng.standard_normal(20)
+    assert gmres_restarted(a, b, restart=10, tol=1e-10).converged
+    d = pairwise_system_distances([a, 2 * a], [b, b])
+    assert d[0, 1] == pytest.approx(np.linalg.norm(a))
+    with pytest.raises(ImportError, match=r"pip install 'mlip\[krylov\]'"):
+        GCRODR(restart=10, k=3)
+    with pytest.raises(ImportError, match="scipy"):
+        solve_sequence([a, 2 * a], [b, b], restart=10, k=3)

@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from mlip.kernels.operators import LowRankMixing
+from mlip.kernels.operators.lowrank_mixing import LowRankMixing
 
 
 def dft(n):

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mlip.kernels.operators import MultigridVCycle, damped_jacobi_step, laplacian_5pt
+from mlip.kernels.operators.multigrid import MultigridVCycle, damped_jacobi_step, laplacian_5pt
 
 
 def eigenmode(n, j, k):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from mlip.kernels.operators import orthoreg
+from mlip.kernels.operators.orthoreg import orthoreg
 
 
 def orthonormal(rows, cols, seed):

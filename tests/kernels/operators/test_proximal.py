@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from mlip.kernels.operators import LearnedProximalNetwork
+from mlip.kernels.operators.proximal import LearnedProximalNetwork
 
 
 @pytest.mark.parametrize("lam", [0.0, 0.5, 3.0])

@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from mlip.kernels.operators import QuadraticLinear, quadratic_param_groups
+from mlip.kernels.operators.quadratic import QuadraticLinear, quadratic_param_groups
 
 
 def test_relinear_initialisation_equals_the_linear_layer_exactly():

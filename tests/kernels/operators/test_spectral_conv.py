@@ -2,7 +2,7 @@ import math
 
 import torch
 
-from mlip.kernels.operators import SpectralConv1d, SpectralConv2d
+from mlip.kernels.operators.spectral_conv import SpectralConv1d, SpectralConv2d
 
 TWO_PI = 2 * math.pi
 

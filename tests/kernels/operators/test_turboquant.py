@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mlip.kernels.operators import TurboQuantMSE, TurboQuantProd, lloyd_max_codebook, random_rotation
+from mlip.kernels.operators.turboquant import TurboQuantMSE, TurboQuantProd, lloyd_max_codebook, random_rotation
 
 
 def test_gaussian_codebook_matches_max_1960_table():
