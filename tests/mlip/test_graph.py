@@ -126,3 +126,72 @@ def test_array_input_checks():
     g = build_graph(np.eye(3) * 1.5, [1, 6, 8], r_max=R_MAX)
     assert g.edge_index.shape == (2, 6) and not g.pbc.any()
     assert g.pos.dtype == torch.float64
+
+
+# -- structures that used to kill the interpreter or hang (issue: nothing lost) -------------------
+_FAR_FLUNG = r"""
+import json, sys
+import numpy as np
+from ase import Atoms
+from ase.neighborlist import neighbor_list
+from mlip.graph import build_graph
+
+rng = np.random.default_rng(0)
+cases = [np.array([[0, 0, 0], [1e6, 0, 0], [0, 1.0, 0]])]  # the reported one: vesin raised SIGFPE
+for spread in (5e5, 1e7, 3e9):  # small molecules scattered over a huge box (a blown-up MD run)
+    centres = rng.uniform(-spread, spread, size=(4, 3))
+    cases.append(np.concatenate([c + rng.uniform(-2, 2, size=(5, 3)) for c in centres]))
+out = []
+for pos in cases:
+    g = build_graph(pos, np.ones(len(pos), dtype=int), r_max=5.0)
+    j, i = g.edge_index.numpy()
+    ours = sorted(zip(i.tolist(), j.tolist()))
+    ii, jj = neighbor_list("ij", Atoms(positions=pos, numbers=np.ones(len(pos))), 5.0)
+    out.append([ours == sorted(zip(ii.tolist(), jj.tolist())), len(ours)])
+print(json.dumps(out))
+"""
+
+
+def test_far_flung_atoms_get_the_exact_neighbour_list():
+    """Atoms 1e6 Å and more apart: the same edges as ASE's neighbour list, and the process lives
+    (run in a subprocess: a regression would kill it with SIGFPE, not pytest)."""
+    import json
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _FAR_FLUNG], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, f"exit {r.returncode}: {r.stderr[-2000:]}"
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    assert [same for same, _ in result] == [True] * len(result)
+    assert result[0][1] == 2 and all(n > 0 for _, n in result[1:])
+
+
+def test_connected_structure_too_long_is_refused():
+    from mlip.errors import StructureError
+    from mlip.graph import MAX_BINS_PER_AXIS
+
+    n = int(MAX_BINS_PER_AXIS * 5.0 / 4.0) + 10  # a chain 4 Å apart, longer than the limit
+    pos = np.zeros((n, 3))
+    pos[:, 0] = 4.0 * np.arange(n)
+    with pytest.raises(StructureError, match="connected structure spans"):
+        build_graph(pos, np.ones(n, dtype=int), r_max=5.0)
+
+
+@pytest.mark.parametrize("cell", [
+    [[10, 0, 0], [9.9999, 1e-4, 0], [0, 0, 10]],   # passes the zero-volume check (volume 0.01 Å^3)
+    [[10, 0, 0], [9.999, 1e-3, 0], [0, 0, 10]],    # took 21 s and gave |F| ~ 1e3
+    [[10, 0, 0], [5, 1e-4, 0], [0, 0, 10]],        # the OpenMM box [[1,0,0],[0.5,1e-5,0],[0,0,1]] nm in Å
+])
+def test_nearly_singular_cell_is_refused_before_any_loop(cell):
+    from mlip.errors import StructureError
+
+    with pytest.raises(StructureError, match="nearly singular") as err:
+        build_graph(np.array([[0, 0, 0], [1, 1, 1.0]]), np.array([1, 1]), r_max=5.0, cell=cell, pbc=True)
+    assert str(np.array(cell, dtype=float).tolist()) in str(err.value)  # names the cell
+
+
+def test_small_real_cell_with_long_cutoff_is_accepted():
+    """A one-atom primitive cell with a long cutoff needs thousands of images: still allowed."""
+    atoms = bulk("Cu", "fcc", a=3.61)
+    g = atoms_to_graph(atoms, 9.0)
+    assert _edges(g) == _ase_edges(atoms, 9.0)
