@@ -1,9 +1,34 @@
-"""mlip: equivariant machine-learning interatomic potentials with swappable tensor-product backends."""
+"""mlip: equivariant machine-learning interatomic potentials with swappable tensor-product backends.
+
+Layers, and the direction of imports (an arrow never points upward)::
+
+    foundations   mlip.errors, mlip.atomic       standard library only; every layer may import them
+    kernels       mlip.kernels                   tensor math; no atoms; no I/O but the CP factor cache
+    datasets      mlip.datasets                  files to samples (HDF5, converters); no model code
+    model         mlip.config, .graph, .potential, .io, ...   uses kernels
+    training      mlip.train                     uses the model and datasets
+    calculators   mlip.calculators               ASE / OpenMM adapters of a trained model
+    applications  mlip-md (mlip.md), mlip-train (mlip.train.cli, .demo), mlip-data (mlip.datasets.cli),
+                  python -m mlip.descriptors     entry points; may import any layer, calculators included
+
+The public names below are imported lazily (PEP 562): ``import mlip.datasets`` or
+``mlip.kernels`` does not pull in the model stack (e3nn, torch_geometric, vesin).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .errors import MLIPError
 
 __version__ = "0.1.0"
 
-# Public API, imported lazily (PEP 562) so that ``import mlip.datasets`` or ``mlip.kernels``
-# does not pull in the model stack (e3nn, torch_geometric, vesin).
+if TYPE_CHECKING:  # what editors and type checkers see; at run time __getattr__ imports on first use
+    from .config import PotentialConfig
+    from .graph import atoms_to_graph, batch_graphs, build_graph
+    from .io import load, save
+    from .potential import Potential
+
 _EXPORTS = {
     "Potential": "mlip.potential",
     "PotentialConfig": "mlip.config",
@@ -14,7 +39,8 @@ _EXPORTS = {
     "load": "mlip.io",
 }
 
-__all__ = ["__version__", *_EXPORTS]
+__all__ = ["__version__", "MLIPError", "Potential", "PotentialConfig", "build_graph", "atoms_to_graph",
+           "batch_graphs", "save", "load"]
 
 
 def __getattr__(name):
