@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from .convert import DEFAULT_SHARD_SIZE, convert
-from .errors import BadDataError
+from .errors import DataError
 from .info import dataset_info, format_info
 from .manifest import MANIFEST, read_manifest, resolve_paths, write_manifest
 from .references import ElementEnergies
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
             print(json.dumps(info, indent=1) if a.json else format_info(info))
             return 0
         return _split(a)
-    except (BadDataError, FileExistsError, FileNotFoundError, ValueError) as exc:
+    except (DataError, FileExistsError, FileNotFoundError, ValueError) as exc:
         print(f"mlip-data {a.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

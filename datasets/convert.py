@@ -9,7 +9,7 @@ directory of shards (``shard-00000.h5`` ...) plus ``manifest.json``.
   source cursor; rerunning the same command (or ``resume=True``) keeps the
   completed shards and continues after the last one. Stray files from the
   interrupted run are removed first.
-* Bad records raise :class:`~mlip.datasets.errors.BadDataError`, or with
+* Bad records raise :class:`~mlip.datasets.errors.DataError`, or with
   ``skip_bad`` are counted in a :class:`~mlip.datasets.errors.SkipReport`
   that is printed and stored (shard attr ``skip_report``, manifest).
 * At the end, splits by trajectory are written into every shard.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .errors import BadDataError, SkipReport
+from .errors import DataError, SkipReport
 from .manifest import H5_SUFFIXES, MANIFEST, new_manifest, read_manifest, shard_name, write_manifest
 from .sources import SOURCES, SourceOptions
 from .splits import check_fractions, split_shards
@@ -78,7 +78,7 @@ def convert(fmt: str, sources, out, *, options: SourceOptions | None = None, sha
         progress: show a tqdm bar (structures/s) on stderr.
 
     Raises:
-        BadDataError: for bad input without ``skip_bad``, or nothing converted.
+        DataError: for bad input without ``skip_bad``, or nothing converted.
         FileExistsError: if ``out`` exists (complete) and ``overwrite`` is False.
     """
     if fmt not in SOURCES:
@@ -122,7 +122,7 @@ def convert(fmt: str, sources, out, *, options: SourceOptions | None = None, sha
     report.merge(tail)
     if single:
         if not new_paths:
-            raise BadDataError(", ".join(map(str, source.files)), "", "no structures converted: " + report.summary())
+            raise DataError(", ".join(map(str, source.files)), "", "no structures converted: " + report.summary())
         writer = new_paths[0]["writer"]
         try:
             splits = split_shards([writer.tmp], split_fractions, split_seed)
@@ -134,7 +134,7 @@ def convert(fmt: str, sources, out, *, options: SourceOptions | None = None, sha
         n_s, n_a = new_paths[0]["n_structures"], new_paths[0]["n_atoms"]
     else:
         if not manifest["shards"]:
-            raise BadDataError(", ".join(map(str, source.files)), "", "no structures converted: " + report.summary())
+            raise DataError(", ".join(map(str, source.files)), "", "no structures converted: " + report.summary())
         paths = [out / s["path"] for s in manifest["shards"]]
         splits = split_shards(paths, split_fractions, split_seed)
         n_s = sum(s["n_structures"] for s in manifest["shards"])
@@ -215,7 +215,7 @@ def _shards(source, cursor, out: Path, single: bool, first: int, shard_size: int
                 try:
                     writer.append(s)
                     count += 1
-                except BadDataError as err:
+                except DataError as err:
                     if not skip_bad:
                         raise
                     report.add(err)

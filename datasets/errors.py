@@ -1,10 +1,11 @@
 """Errors and skip reports for bad input.
 
-Every problem with input data raises :class:`BadDataError` (a ``ValueError``)
-whose message names the file, the record (key, frame or index) and what was
-wrong. Converters run with ``skip_bad=True`` record such errors in a
-:class:`SkipReport` instead of raising; the report is printed and stored in the
-output, so nothing is ever skipped silently.
+Every problem with input data raises :class:`mlip.errors.DataError` (a
+``ValueError``, re-exported here) whose message names the file, the record
+(key, frame or index) and what was wrong. Converters run with
+``skip_bad=True`` record such errors in a :class:`SkipReport` instead of
+raising; the report is printed and stored in the output, so nothing is ever
+skipped silently.
 """
 
 from __future__ import annotations
@@ -12,32 +13,10 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 
+from mlip.errors import DataError
 
-class BadDataError(ValueError):
-    """Input data that cannot be used.
-
-    Attributes:
-        path: the file (or directory) the problem was found in.
-        where: the record inside it: ``"key b'000000702'"``, ``"frame 12"``,
-            ``"index 5"``; empty when the whole file is at fault.
-        problem: what was wrong and what was expected.
-        fatal: True when reading of the file cannot go on after this error
-            (truncated or corrupt file); later records of the file are lost.
-    """
-
-    def __init__(self, path: str | Path, where: str, problem: str, *, fatal: bool = False):
-        self.path = str(path)
-        self.where = where
-        self.problem = problem
-        self.fatal = fatal
-        loc = f"{self.path} [{where}]" if where else self.path
-        super().__init__(f"{loc}: {problem}")
-
-    def kind(self) -> str:
-        """A short category for reports: the problem text up to its first colon."""
-        return self.problem.split(":")[0][:80]
+__all__ = ["DataError", "SkipReport"]
 
 
 @dataclass
@@ -57,7 +36,7 @@ class SkipReport:
     bad_files: list = field(default_factory=list)
     max_examples: int = 20
 
-    def add(self, err: BadDataError) -> None:
+    def add(self, err: DataError) -> None:
         """Count one skipped record."""
         self.skipped += 1
         self.by_kind[err.kind()] += 1

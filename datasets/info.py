@@ -1,18 +1,27 @@
-"""Summary statistics of a converted dataset (``mlip-data info``)."""
+"""Statistics of converted shards, read column by column in bounded blocks.
+
+* :func:`dataset_info` - counts, elements, energy / force statistics, splits (``mlip-data info``).
+* :func:`composition_stats` - the element counts and energies of one split that training
+  needs: the elements present and the normal equations of the per-element reference
+  energy (E0) least-squares fit.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import SkipReport
+from .errors import DataError, SkipReport
 from .manifest import resolve_paths
 from .reader import ShardReader
 from .units import CHEMICAL_SYMBOLS
 
 _BLOCK = 65536
+_INFO_FIELDS = ("atomic_numbers", "natoms", "energy", "forces", "stage")
+_N_Z = 119  # atomic numbers 0..118
 
 
 class _Moments:
@@ -54,8 +63,7 @@ def dataset_info(paths) -> dict:
     stages = np.zeros(256, np.int64)
     report = SkipReport()
     for r in readers:
-        for a in range(0, r.n_structures, _BLOCK):
-            b = r.read_block(a, min(a + _BLOCK, r.n_structures))
+        for b in r.iter_blocks(_INFO_FIELDS, size=_BLOCK):
             x = b.arrays
             elements += np.bincount(x["atomic_numbers"], minlength=256)
             natoms.add(x["natoms"])
@@ -87,11 +95,84 @@ def dataset_info(paths) -> dict:
         "natoms": natoms.to_dict(),
         "energy_eV": energy.to_dict(),
         "energy_per_atom_eV": e_per_atom.to_dict(),
-        "force_component_eV_per_A": {**f_comp.to_dict(), "rms": float(np.sqrt(f_comp.m2 / max(f_comp.n, 1) + f_comp.mean**2))},
+        "force_component_eV_per_A": {**f_comp.to_dict(),
+                                     "rms": float(np.sqrt(f_comp.m2 / max(f_comp.n, 1) + f_comp.mean**2))},
         "force_norm_eV_per_A": f_norm.to_dict(),
         "splits": splits,
         "skipped_at_conversion": report.skipped,
     }
+
+
+@dataclass
+class CompositionStats:
+    """Element counts and energies of a selection of structures (see :func:`composition_stats`).
+
+    Attributes:
+        n_structures, n_atoms: totals.
+        elements: atomic numbers present (sorted).
+        xtx: ``[119, 119]`` element-count normal matrix: the sum over structures of
+            ``c c^T``, ``c[z]`` the number of atoms of atomic number ``z``.
+        xty: ``[119]`` sum over structures of ``c * energy`` (eV).
+        has_stress: every shard stores stress.
+    """
+
+    n_structures: int
+    n_atoms: int
+    elements: list[int]
+    xtx: np.ndarray
+    xty: np.ndarray
+    has_stress: bool
+
+    @property
+    def symbols(self) -> list[str]:
+        """Chemical symbols of :attr:`elements`."""
+        return [CHEMICAL_SYMBOLS[z] for z in self.elements]
+
+
+def composition_stats(paths, split: str | None = None, *, block: int = _BLOCK) -> CompositionStats:
+    """Element counts and energies of ``split`` (``None``: every structure) of a dataset.
+
+    Reads only the atomic numbers and energies (and the offsets), ``block`` structures at a
+    time, so memory stays bounded. Least-squares E0s solve ``xtx[zs, zs] e0 = xty[zs]``.
+
+    Args:
+        paths: as for :func:`~mlip.datasets.resolve_paths` (shards, manifests, directories).
+
+    Raises:
+        DataError: a missing or bad shard, a shard without the split, or an empty selection.
+    """
+    files = resolve_paths(paths)
+    xtx = np.zeros((_N_Z, _N_Z))
+    xty = np.zeros(_N_Z)
+    present = np.zeros(_N_Z, bool)
+    n_s = n_a = 0
+    has_stress = True
+    for path in files:
+        reader = ShardReader(path)
+        has_stress &= "stress" in reader.optional
+        try:
+            select = None if split is None else reader.split_indices(split)
+            for b in reader.iter_blocks(("atomic_numbers", "energy"), size=block):
+                n = b.stop - b.start
+                z = b.arrays["atomic_numbers"].astype(np.int64)
+                energy = b.arrays["energy"].astype(np.float64)
+                owner = np.repeat(np.arange(n), np.diff(b.offsets))
+                counts = np.zeros((n, _N_Z))
+                np.add.at(counts, (owner, z), 1.0)
+                if select is not None:
+                    lo, hi = np.searchsorted(select, [b.start, b.stop])
+                    rows = select[lo:hi] - b.start
+                    counts, energy = counts[rows], energy[rows]
+                xtx += counts.T @ counts
+                xty += counts.T @ energy
+                present |= counts.sum(0) > 0
+                n_s += len(energy)
+                n_a += int(counts.sum())
+        finally:
+            reader.close()
+    if n_s == 0:
+        raise DataError(", ".join(map(str, files)), "", f"split {split!r} holds no structures")
+    return CompositionStats(n_s, n_a, np.flatnonzero(present).tolist(), xtx, xty, has_stress)
 
 
 def format_info(info: dict) -> str:
@@ -110,7 +191,8 @@ def format_info(info: dict) -> str:
         "elements         " + ", ".join(f"{k}: {v:,}" for k, v in info["elements"].items()),
         f"energy (eV)      {stats(info['energy_eV'])}",
         f"energy/atom (eV) {stats(info['energy_per_atom_eV'])}",
-        f"force comp (eV/A) {stats(info['force_component_eV_per_A'])}  rms {info['force_component_eV_per_A']['rms']:.6g}",
+        f"force comp (eV/A) {stats(info['force_component_eV_per_A'])}"
+        f"  rms {info['force_component_eV_per_A']['rms']:.6g}",
         f"|force| (eV/A)   {stats(info['force_norm_eV_per_A'])}",
         "splits           " + (", ".join(f"{k}: {v:,}" for k, v in info["splits"].items()) or "none"),
     ]

@@ -19,7 +19,7 @@ import json
 import os
 from pathlib import Path
 
-from .errors import BadDataError
+from .errors import DataError
 from .schema import SCHEMA_NAME, SCHEMA_VERSION
 
 MANIFEST = "manifest.json"
@@ -41,7 +41,7 @@ def read_manifest(path: str | Path) -> dict:
     """Load ``manifest.json`` (a file or the directory holding it).
 
     Raises:
-        BadDataError: if it is unreadable or not an mlip manifest.
+        DataError: if it is unreadable or not an mlip manifest.
     """
     path = Path(path)
     if path.is_dir():
@@ -49,9 +49,9 @@ def read_manifest(path: str | Path) -> dict:
     try:
         m = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise BadDataError(path, "", f"cannot read manifest: {exc}") from exc
+        raise DataError(path, "", f"cannot read manifest: {exc}") from exc
     if m.get("schema") != SCHEMA_NAME or not isinstance(m.get("shards"), list):
-        raise BadDataError(path, "", f"not an mlip dataset manifest (schema={m.get('schema')!r})")
+        raise DataError(path, "", f"not an mlip dataset manifest (schema={m.get('schema')!r})")
     return m
 
 
@@ -71,7 +71,7 @@ def resolve_paths(paths) -> list[Path]:
     any of these.
 
     Raises:
-        BadDataError: for a missing path, an incomplete conversion, or no shards.
+        DataError: for a missing path, an incomplete conversion, or no shards.
     """
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -84,21 +84,21 @@ def resolve_paths(paths) -> list[Path]:
             else:
                 found = sorted(q for q in p.iterdir() if q.suffix in H5_SUFFIXES)
                 if not found:
-                    raise BadDataError(p, "", "no .h5 shards and no manifest.json in directory")
+                    raise DataError(p, "", "no .h5 shards and no manifest.json in directory")
                 out += found
         elif p.suffix == ".json":
             out += _from_manifest(p)
         elif p.exists():
             out.append(p)
         else:
-            raise BadDataError(p, "", "no such file or directory")
+            raise DataError(p, "", "no such file or directory")
     if not out:
-        raise BadDataError(str(paths), "", "no dataset files given")
+        raise DataError(str(paths), "", "no dataset files given")
     return out
 
 
 def _from_manifest(path: Path) -> list[Path]:
     m = read_manifest(path)
     if not m.get("complete", False):
-        raise BadDataError(path, "", "conversion incomplete: rerun `mlip-data convert ... --resume` to finish it")
+        raise DataError(path, "", "conversion incomplete: rerun `mlip-data convert ... --resume` to finish it")
     return [path.parent / s["path"] for s in m["shards"]]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import BadDataError
+from .errors import DataError
 from .units import HARTREE_EV, MAX_Z, symbol_to_z
 
 _UNITS = {"ev": 1.0, "hartree": HARTREE_EV, "ha": HARTREE_EV, "kcal/mol": 0.0433641043, "kj/mol": 0.0103642688}
@@ -45,7 +45,7 @@ class ElementEnergies:
             if path.suffix == ".npz":
                 with np.load(path) as f:
                     if "coeff" not in f:
-                        raise BadDataError(path, "", f"missing field: no 'coeff' array (has {list(f.keys())})")
+                        raise DataError(path, "", f"missing field: no 'coeff' array (has {list(f.keys())})")
                     coeff = np.asarray(f["coeff"], dtype=np.float64).ravel()
                 n = min(len(coeff), MAX_Z + 1)
                 table[:n] = coeff[:n]
@@ -55,15 +55,15 @@ class ElementEnergies:
                 if "energies" in data:
                     unit = str(data.get("unit", "eV")).lower()
                     if unit not in _UNITS:
-                        raise BadDataError(path, "unit", f"unknown unit {unit!r}; expected one of {sorted(_UNITS)}")
+                        raise DataError(path, "unit", f"unknown unit {unit!r}; expected one of {sorted(_UNITS)}")
                     scale, data = _UNITS[unit], data["energies"]
                 for key, value in data.items():
                     z = int(key) if str(key).isdigit() else symbol_to_z(str(key))
                     table[z] = float(value) * scale
         except (OSError, json.JSONDecodeError, ValueError, KeyError) as exc:
-            if isinstance(exc, BadDataError):
+            if isinstance(exc, DataError):
                 raise
-            raise BadDataError(path, "", f"cannot read element energies: {exc!r}") from exc
+            raise DataError(path, "", f"cannot read element energies: {exc!r}") from exc
         return cls(table, str(path))
 
     def energy(self, numbers: np.ndarray) -> float:

@@ -14,7 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import BadDataError
+from .errors import DataError
 from .reader import open_h5
 from .schema import SPLIT_NAMES, SPLITS_GROUP
 
@@ -83,7 +83,7 @@ def split_shards(paths: list[str | Path], fractions=(0.8, 0.1, 0.1), seed: int =
                     g.create_dataset(name, data=idx, chunks=(max(1, min(len(idx), 1 << 16)),) if len(idx) else None)
                     counts[name] += len(idx)
         except OSError as exc:
-            raise BadDataError(p, SPLITS_GROUP, f"cannot write splits: {exc}") from exc
+            raise DataError(p, SPLITS_GROUP, f"cannot write splits: {exc}") from exc
     return counts
 
 

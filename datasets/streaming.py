@@ -76,7 +76,7 @@ class StreamingDataset(torch.utils.data.IterableDataset):
         if split is not None:
             for s in self.shards:
                 if split not in s.splits:
-                    s.split_indices(split)  # raises a BadDataError naming the shard
+                    s.split_indices(split)  # raises a DataError naming the shard
         self.shuffle = shuffle
         self.shuffle_buffer = max(1, int(shuffle_buffer))
         self.seed = int(seed)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import BadDataError
+from .errors import DataError
 from .units import MAX_Z
 
 
@@ -53,7 +53,7 @@ class Structure:
 
 
 def _fail(path, where, problem):
-    raise BadDataError(path, where, problem)
+    raise DataError(path, where, problem)
 
 
 def checked_structure(
@@ -80,7 +80,7 @@ def checked_structure(
     positions. Arrays are converted to the schema dtypes here.
 
     Raises:
-        BadDataError: naming ``path`` and ``where`` and the problem (missing
+        DataError: naming ``path`` and ``where`` and the problem (missing
             field, wrong shape, NaN/inf, atomic number out of range, natoms
             disagreeing with positions).
     """
@@ -100,9 +100,10 @@ def checked_structure(
             _fail(path, where, "bad value: atomic_numbers are not integers")
     z = z.astype(np.int64)
     if z.min() < 1 or z.max() > MAX_Z:
-        _fail(path, where, f"bad value: atomic number out of range 1..{MAX_Z}: {sorted(set(z[(z < 1) | (z > MAX_Z)].tolist()))}")
-    if natoms is not None and int(np.asarray(natoms).reshape(-1)[0]) != n:
-        _fail(path, where, f"natoms mismatch: natoms={int(np.asarray(natoms).reshape(-1)[0])} but positions has {n} rows")
+        bad = sorted(set(z[(z < 1) | (z > MAX_Z)].tolist()))
+        _fail(path, where, f"bad value: atomic number out of range 1..{MAX_Z}: {bad}")
+    if natoms is not None and (claimed := int(np.asarray(natoms).reshape(-1)[0])) != n:
+        _fail(path, where, f"natoms mismatch: natoms={claimed} but positions has {n} rows")
     f = np.asarray(forces, dtype=np.float64)
     if f.shape != (n, 3):
         _fail(path, where, f"bad shape: forces has shape {f.shape}, expected ({n}, 3)")

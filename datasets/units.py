@@ -28,7 +28,7 @@ def symbol_to_z(symbol: str) -> int:
     """Atomic number of an element symbol (``"C"``, also ``"c"`` / ``"CL"``).
 
     Raises:
-        KeyError: for an unknown symbol (callers wrap it in BadDataError).
+        KeyError: for an unknown symbol (callers wrap it in DataError).
     """
     z = _SYMBOL_TO_Z.get(symbol)
     if z is None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .errors import BadDataError
+from .errors import DataError
 from .schema import (
     ATOM_CHUNK,
     FIELD_BY_NAME,
@@ -113,10 +113,10 @@ class ShardWriter:
         """Buffer one structure (written in blocks of ~``flush_atoms`` atoms).
 
         Raises:
-            BadDataError: if its optional fields differ from the shard's.
+            DataError: if its optional fields differ from the shard's.
         """
         if s.optional_fields() != self.optional:
-            raise BadDataError(self.path, f"structure {self.n_structures + len(self._buffer)}",
+            raise DataError(self.path, f"structure {self.n_structures + len(self._buffer)}",
                                f"inconsistent fields: has optional fields {sorted(s.optional_fields())}, "
                                f"but this shard stores {sorted(self.optional)}")
         self._buffer.append(s)

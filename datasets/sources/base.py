@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import BadDataError
+from ..errors import DataError
 from ..references import ElementEnergies
 from ..structure import Structure
 
@@ -81,7 +81,7 @@ class Source:
         options: :class:`SourceOptions`.
 
     Raises:
-        BadDataError: for a missing path or a directory without source files.
+        DataError: for a missing path or a directory without source files.
     """
 
     format = "?"
@@ -136,7 +136,7 @@ class Source:
             try:
                 s.energy -= ee.energy(s.atomic_numbers)
             except KeyError as exc:
-                raise BadDataError(path, where, f"missing reference energy: {exc.args[0]}") from None
+                raise DataError(path, where, f"missing reference energy: {exc.args[0]}") from None
         return s
 
 
@@ -149,10 +149,10 @@ def expand_paths(paths, patterns: tuple) -> list[Path]:
         if p.is_dir() and not (p / "data.mdb").exists():
             found = sorted({q for pat in patterns for q in p.glob(pat)})
             if not found:
-                raise BadDataError(p, "", f"no source files matching {list(patterns)} in directory")
+                raise DataError(p, "", f"no source files matching {list(patterns)} in directory")
             out += found
         elif p.exists():
             out.append(p)
         else:
-            raise BadDataError(p, "", "no such file or directory")
+            raise DataError(p, "", "no such file or directory")
     return out

@@ -35,7 +35,7 @@ from typing import Iterator
 import ase.io
 import numpy as np
 
-from ..errors import BadDataError
+from ..errors import DataError
 from ..structure import checked_structure
 from .base import Source, Unit
 from .xyz_frames import Frame, frame_from_atoms, iter_frames, parse_frame
@@ -98,10 +98,10 @@ class ExtxyzSource(Source):
                 try:
                     frame = parse_frame(path, raw)
                     unit.structures.append(self.frame_structure(path, where, frame, index, raw.index))
-                except BadDataError as err:
+                except DataError as err:
                     unit.errors.append(err)
                 yield unit
-        except BadDataError as err:
+        except DataError as err:
             yield Unit({"file": index + 1, "n": 0, "offset": 0}, errors=[err])
 
     def _iter_ase(self, index, path, state) -> Iterator[Unit]:
@@ -113,12 +113,12 @@ class ExtxyzSource(Source):
                 try:
                     frame = frame_from_atoms(atoms)
                     unit.structures.append(self.frame_structure(path, f"frame {i}", frame, index, i))
-                except BadDataError as err:
+                except DataError as err:
                     unit.errors.append(err)
                 yield unit
                 i += 1
         except Exception as exc:  # noqa: BLE001 - ASE readers raise many kinds
-            err = BadDataError(path, f"frame {i}", f"cannot read with ASE: {exc!r}", fatal=True)
+            err = DataError(path, f"frame {i}", f"cannot read with ASE: {exc!r}", fatal=True)
             yield Unit({"file": index + 1, "n": 0, "offset": 0}, errors=[err])
 
     # -- frame -> structure --------------------------------------------------
@@ -149,20 +149,20 @@ class ExtxyzSource(Source):
         fkey = self.keys.get("forces", o.forces_key)
         skey = (self._has or {}).get("stress")
         if ekey is None or ekey not in frame.info:
-            raise BadDataError(path, where, f"missing field: energy (looked for {ekey or list(ENERGY_KEYS)}; "
+            raise DataError(path, where, f"missing field: energy (looked for {ekey or list(ENERGY_KEYS)}; "
                                             f"frame has {sorted(frame.info)}); set --energy-key")
         if fkey is None or fkey not in frame.arrays:
-            raise BadDataError(path, where, f"missing field: forces (looked for {fkey or list(FORCE_KEYS)}; "
+            raise DataError(path, where, f"missing field: forces (looked for {fkey or list(FORCE_KEYS)}; "
                                             f"frame has {sorted(frame.arrays)}); set --forces-key")
         stress = None
         if skey is not None:
             if skey not in frame.info:
-                raise BadDataError(path, where, f"missing field: stress {skey!r} (earlier frames have it)")
+                raise DataError(path, where, f"missing field: stress {skey!r} (earlier frames have it)")
             stress = frame.info[skey]
         try:
             energy = float(np.asarray(frame.info[ekey], dtype=np.float64).reshape(()))
         except (TypeError, ValueError):
-            raise BadDataError(path, where, f"bad value: energy {frame.info[ekey]!r} is not a number") from None
+            raise DataError(path, where, f"bad value: energy {frame.info[ekey]!r} is not a number") from None
         pbc = frame.pbc
         if o.pbc == "none":
             pbc = np.zeros(3, bool)
@@ -170,7 +170,9 @@ class ExtxyzSource(Source):
             pbc = np.ones(3, bool)
         elif pbc is not None and pbc.any() and not frame.pbc_explicit:
             self.implicit_pbc_frames += 1
-        traj = trajectory_id if trajectory_id is not None else self._trajectory(path, where, frame, file_index, frame_index)
+        traj = trajectory_id
+        if traj is None:
+            traj = self._trajectory(path, where, frame, file_index, frame_index)
         s = checked_structure(
             path, where, positions=frame.positions, atomic_numbers=frame.numbers, energy=energy - energy_shift,
             forces=frame.arrays[fkey], cell=frame.cell, pbc=pbc, stress=stress,
@@ -189,7 +191,7 @@ class ExtxyzSource(Source):
         if mode == "file":
             return file_index
         if mode not in frame.info:
-            raise BadDataError(path, where, f"missing field: trajectory key {mode!r}")
+            raise DataError(path, where, f"missing field: trajectory key {mode!r}")
         v = frame.info[mode]
         if isinstance(v, (int, np.integer)):
             return int(v)

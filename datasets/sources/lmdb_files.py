@@ -13,14 +13,14 @@ from typing import Iterator
 
 import lmdb
 
-from ..errors import BadDataError
+from ..errors import DataError
 
 
 def open_lmdb(path: str | Path) -> lmdb.Environment:
     """Open an LMDB file (or a directory holding ``data.mdb``) read-only, lock-free.
 
     Raises:
-        BadDataError (fatal): if it is not an LMDB file, or is truncated.
+        DataError (fatal): if it is not an LMDB file, or is truncated.
     """
     path = Path(path)
     subdir = path.is_dir()
@@ -29,12 +29,12 @@ def open_lmdb(path: str | Path) -> lmdb.Environment:
         env = lmdb.open(str(path), subdir=subdir, readonly=True, lock=False, readahead=False,
                         meminit=False, max_readers=1)
     except lmdb.Error as exc:
-        raise BadDataError(path, "", f"not a readable LMDB file (corrupt or wrong format): {exc}", fatal=True) from exc
+        raise DataError(path, "", f"not a readable LMDB file (corrupt or wrong format): {exc}", fatal=True) from exc
     need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
     have = os.path.getsize(data_file)
     if have < need:
         env.close()
-        raise BadDataError(path, "", f"truncated LMDB file: header needs {need} bytes, file has {have}", fatal=True)
+        raise DataError(path, "", f"truncated LMDB file: header needs {need} bytes, file has {have}", fatal=True)
     return env
 
 
@@ -55,7 +55,7 @@ def iter_lmdb(path: Path, state: dict | None, skip_keys=()) -> Iterator[tuple[in
     that key.
 
     Raises:
-        BadDataError (fatal): if the file cannot be opened or read.
+        DataError (fatal): if the file cannot be opened or read.
     """
     env = open_lmdb(path)
     n = 0
@@ -77,6 +77,6 @@ def iter_lmdb(path: Path, state: dict | None, skip_keys=()) -> Iterator[tuple[in
                     yield n, key, value
                 ok = cur.next()
     except lmdb.Error as exc:
-        raise BadDataError(path, f"entry {n}", f"corrupt LMDB file: {exc}", fatal=True) from exc
+        raise DataError(path, f"entry {n}", f"corrupt LMDB file: {exc}", fatal=True) from exc
     finally:
         env.close()

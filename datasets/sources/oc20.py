@@ -18,7 +18,7 @@ import re
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import BadDataError
+from ..errors import DataError
 from .base import Unit
 from .extxyz import ExtxyzSource
 from .pyg_lmdb import iter_data_lmdb
@@ -73,7 +73,7 @@ class OC20Source(ExtxyzSource):
             try:
                 handle = open(txt)
             except OSError as exc:
-                raise BadDataError(txt, "", f"missing reference file for {path.name}: {exc}", fatal=True) from None
+                raise DataError(txt, "", f"missing reference file for {path.name}: {exc}", fatal=True) from None
             with handle:
                 for _ in range(start):
                     handle.readline()
@@ -87,28 +87,28 @@ class OC20Source(ExtxyzSource):
                             path, f"frame {raw.index}", frame, index, raw.index,
                             energy_shift=ref if self.options.subtract_reference else 0.0,
                             trajectory_id=sid, frame_id=fid))
-                    except BadDataError as err:
+                    except DataError as err:
                         if err.fatal:
                             raise
                         unit.errors.append(err)
                     yield unit
                 extra = handle.readline()
                 if extra.strip():
-                    raise BadDataError(txt, "", f"more reference lines than frames in {path.name}", fatal=True)
-        except BadDataError as err:
+                    raise DataError(txt, "", f"more reference lines than frames in {path.name}", fatal=True)
+        except DataError as err:
             yield Unit({"file": index + 1, "n": 0, "offset": 0}, errors=[err])
 
     @staticmethod
     def _txt_line(txt: Path, i: int, line: str) -> tuple[int, int, float]:
         if not line:
-            raise BadDataError(txt, f"line {i + 1}", "missing reference line: fewer lines than frames", fatal=True)
+            raise DataError(txt, f"line {i + 1}", "missing reference line: fewer lines than frames", fatal=True)
         m = _TXT.match(line)
         try:
             if m is None:
                 raise ValueError
             return int(m.group(1)), int(m.group(2)), float(m.group(3))
         except ValueError:
-            raise BadDataError(txt, f"line {i + 1}", f"bad reference line {line.strip()[:80]!r}, "
+            raise DataError(txt, f"line {i + 1}", f"bad reference line {line.strip()[:80]!r}, "
                                                      "expected random<sid>,frame<fid>,<energy>") from None
 
 
@@ -128,6 +128,6 @@ class OC22Source(OC20Source):
     def iter_file(self, index: int, path: Path, state: dict | None) -> Iterator[Unit]:
         if not is_lmdb(path):
             yield Unit({"file": index + 1, "n": 0},
-                       errors=[BadDataError(path, "", "oc22 reads LMDB files only (.lmdb)", fatal=True)])
+                       errors=[DataError(path, "", "oc22 reads LMDB files only (.lmdb)", fatal=True)])
             return
         yield from iter_data_lmdb(self, index, path, state)

@@ -27,7 +27,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import BadDataError
+from ..errors import DataError
 from ..structure import checked_structure
 from ..units import BOHR_ANGSTROM, HARTREE_EV, symbol_to_z
 from .base import Source, Unit
@@ -68,23 +68,23 @@ class PubChemQCRSource(Source):
                 unit = Unit({"file": index, "n": n, "key": key.hex()})
                 self._read_record(path, key, value, unit)
                 yield unit
-        except BadDataError as err:
+        except DataError as err:
             yield Unit({"file": index + 1, "n": 0}, errors=[err])
 
     def _read_record(self, path: Path, key: bytes, value: bytes, unit: Unit) -> None:
         where = f"key {key!r}"
         try:
             if len(key) != 9 or not key.isdigit():
-                raise BadDataError(path, where, "bad key: expected a 9-digit PubChem CID")
+                raise DataError(path, where, "bad key: expected a 9-digit PubChem CID")
             try:
                 record = safe_loads(gzip.decompress(value))
             except (OSError, EOFError, zlib.error) as exc:
-                raise BadDataError(path, where, f"corrupt value: not gzip data ({exc})") from exc
+                raise DataError(path, where, f"corrupt value: not gzip data ({exc})") from exc
             except Exception as exc:  # UnpicklingError and whatever a broken pickle raises
-                raise BadDataError(path, where, f"corrupt value: cannot unpickle ({exc!r})") from exc
+                raise DataError(path, where, f"corrupt value: cannot unpickle ({exc!r})") from exc
             if not isinstance(record, dict):
-                raise BadDataError(path, where, f"bad record: expected a dict of stages, got {type(record).__name__}")
-        except BadDataError as err:
+                raise DataError(path, where, f"bad record: expected a dict of stages, got {type(record).__name__}")
+        except DataError as err:
             unit.errors.append(err)
             return
         cid = int(key)
@@ -98,35 +98,35 @@ class PubChemQCRSource(Source):
                 try:
                     s = self._step(path, w, step, cid, i, code)
                     unit.structures.append(self.subtract_element_energies(path, w, s))
-                except BadDataError as err:
+                except DataError as err:
                     unit.errors.append(err)
 
     @staticmethod
     def _step(path, where, step, cid, frame, stage):
         if not isinstance(step, dict):
-            raise BadDataError(path, where, f"bad record: step is {type(step).__name__}, expected dict")
+            raise DataError(path, where, f"bad record: step is {type(step).__name__}, expected dict")
         for name in ("coordinates", "energy", "gradient"):
             if step.get(name) is None:
-                raise BadDataError(path, where, f"missing field: {name}")
+                raise DataError(path, where, f"missing field: {name}")
         coords, grad = step["coordinates"], step["gradient"]
         try:
             symbols = [c["atom"] for c in coords]
             pos = np.array([[c["x"], c["y"], c["z"]] for c in coords], dtype=np.float64)
             g = np.array([[a["dx"], a["dy"], a["dz"]] for a in grad], dtype=np.float64)
         except (KeyError, TypeError, ValueError) as exc:
-            raise BadDataError(path, where, f"missing field: coordinate/gradient entry lacks {exc}") from None
+            raise DataError(path, where, f"missing field: coordinate/gradient entry lacks {exc}") from None
         try:
             z = np.array([symbol_to_z(str(s)) for s in symbols], dtype=np.int64)
         except KeyError as exc:
-            raise BadDataError(path, where, f"unknown element symbol {exc.args[0]!r}") from None
+            raise DataError(path, where, f"unknown element symbol {exc.args[0]!r}") from None
         if len(grad) != len(coords):
-            raise BadDataError(path, where, f"bad shape: gradient has {len(grad)} atoms, coordinates {len(coords)}")
+            raise DataError(path, where, f"bad shape: gradient has {len(grad)} atoms, coordinates {len(coords)}")
         if any(str(a.get("atom", s)) != str(s) for a, s in zip(grad, symbols)):
-            raise BadDataError(path, where, "atom mismatch: gradient atoms differ from coordinate atoms")
+            raise DataError(path, where, "atom mismatch: gradient atoms differ from coordinate atoms")
         try:
             energy = float(step["energy"]) * HARTREE_EV
         except (TypeError, ValueError):
-            raise BadDataError(path, where, f"bad value: energy {step['energy']!r} is not a number") from None
+            raise DataError(path, where, f"bad value: energy {step['energy']!r} is not a number") from None
         return checked_structure(
             path, where, positions=pos, atomic_numbers=z, energy=energy,
             forces=-g * _FORCE, trajectory_id=cid, frame_id=frame, stage=stage)

@@ -21,7 +21,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import BadDataError
+from ..errors import DataError
 from ..structure import checked_structure
 from .base import Unit
 from .lmdb_files import iter_lmdb
@@ -62,23 +62,23 @@ def iter_data_lmdb(source, index: int, path: Path, state: dict | None) -> Iterat
             unit = Unit({"file": index, "n": n, "key": key.hex()})
             where = f"key {key.decode('ascii', 'replace')!r}"
             try:
-                unit.structures.append(_structure(source, path, where, key, value, n - 1))
-            except BadDataError as err:
+                unit.structures.append(_structure(source, index, path, where, key, value, n - 1))
+            except DataError as err:
                 unit.errors.append(err)
             yield unit
-    except BadDataError as err:
+    except DataError as err:
         yield Unit({"file": index + 1, "n": 0}, errors=[err])
 
 
-def _structure(source, path, where, key: bytes, value: bytes, entry: int):
+def _structure(source, index: int, path, where, key: bytes, value: bytes, entry: int):
     if not key.isdigit():
-        raise BadDataError(path, where, "bad key: expected an ASCII integer")
+        raise DataError(path, where, "bad key: expected an ASCII integer")
     try:
         fields = data_fields(safe_loads(value))
     except pickle.UnpicklingError as exc:
-        raise BadDataError(path, where, f"corrupt value: {exc}") from None
+        raise DataError(path, where, f"corrupt value: {exc}") from None
     except Exception as exc:  # noqa: BLE001 - a corrupt pickle raises anything
-        raise BadDataError(path, where, f"corrupt value: cannot unpickle ({exc!r})") from None
+        raise DataError(path, where, f"corrupt value: cannot unpickle ({exc!r})") from None
     get = {name: next((fields[a] for a in aliases if fields.get(a) is not None), None)
            for name, aliases in _ALIASES.items()}
     sid = fields.get("sid")

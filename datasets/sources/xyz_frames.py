@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 from ase.io.extxyz import key_val_str_to_dict, read_xyz
 
-from ..errors import BadDataError
+from ..errors import DataError
 from ..units import symbol_to_z
 
 _OPENERS = {".xz": lzma.open, ".gz": gzip.open, ".bz2": bz2.open}
@@ -81,7 +81,7 @@ def iter_frames(path: Path, start_index: int = 0, start_offset: int = 0) -> Iter
     """Raw frames of an XYZ file from a byte offset.
 
     Raises:
-        BadDataError (fatal): on an unreadable atom-count line or a truncated
+        DataError (fatal): on an unreadable atom-count line or a truncated
             last frame; frames before it have been yielded.
     """
     index = start_index
@@ -100,18 +100,18 @@ def iter_frames(path: Path, start_index: int = 0, start_offset: int = 0) -> Iter
                     if natoms < 0:
                         raise ValueError
                 except ValueError:
-                    raise BadDataError(path, f"frame {index}", f"bad atom-count line {head[:60]!r}", fatal=True) from None
+                    raise DataError(path, f"frame {index}", f"bad atom-count line {head[:60]!r}", fatal=True) from None
                 comment = f.readline()
                 lines = [f.readline() for _ in range(natoms)]
                 if not comment or (natoms and not lines[-1]):
                     got = sum(1 for ln in lines if ln)
-                    raise BadDataError(path, f"frame {index}", f"truncated file: frame has {got} of {natoms} atom lines",
+                    raise DataError(path, f"frame {index}", f"truncated file: frame has {got} of {natoms} atom lines",
                                        fatal=True)
                 yield RawFrame(index, comment.decode("utf-8", "replace").strip(),
                                [ln.decode("utf-8", "replace") for ln in lines], f.tell())
                 index += 1
     except (OSError, EOFError, lzma.LZMAError) as exc:
-        raise BadDataError(path, f"frame {index}", f"cannot read file (corrupt or truncated archive): {exc}",
+        raise DataError(path, f"frame {index}", f"cannot read file (corrupt or truncated archive): {exc}",
                            fatal=True) from exc
 
 
@@ -127,12 +127,12 @@ def parse_frame(path: Path, raw: RawFrame) -> Frame:
     """Parse a raw frame.
 
     Raises:
-        BadDataError: naming the frame (bad columns, unknown element, ...).
+        DataError: naming the frame (bad columns, unknown element, ...).
     """
     where = f"frame {raw.index}"
     try:
         return _fast_parse(path, where, raw)
-    except BadDataError:
+    except DataError:
         raise
     except Exception:  # noqa: BLE001 - anything unusual: let ASE try
         return _ase_parse(path, where, raw)
@@ -151,7 +151,7 @@ def _fast_parse(path, where, raw: RawFrame) -> Frame:
     rows = [ln.split() for ln in raw.lines]
     for j, r in enumerate(rows):
         if len(r) != ncols:
-            raise BadDataError(path, where, f"bad atom line {j}: {len(r)} columns, Properties declares {ncols}")
+            raise DataError(path, where, f"bad atom line {j}: {len(r)} columns, Properties declares {ncols}")
     table = np.array(rows, dtype=str).reshape(len(rows), ncols)
     arrays, col = {}, 0
     for name, kind, n in props:
@@ -171,7 +171,7 @@ def _fast_parse(path, where, raw: RawFrame) -> Frame:
         try:
             numbers = np.array([symbol_to_z(s) for s in arrays.pop("species")], dtype=np.int64)
         except KeyError as exc:
-            raise BadDataError(path, where, f"unknown element symbol {str(exc.args[0])!r}") from None
+            raise DataError(path, where, f"unknown element symbol {str(exc.args[0])!r}") from None
     elif "Z" in arrays:
         numbers = arrays.pop("Z")
     else:
@@ -190,7 +190,7 @@ def _ase_parse(path, where, raw: RawFrame) -> Frame:
         atoms = next(read_xyz(io.StringIO(text), index=slice(0, 1)))
     except Exception as exc:  # noqa: BLE001 - ASE raises many kinds
         problem = f"unknown element symbol: {exc}" if isinstance(exc, KeyError) else f"cannot parse frame: {exc!r}"
-        raise BadDataError(path, where, problem) from None
+        raise DataError(path, where, problem) from None
     return frame_from_atoms(atoms, pbc_explicit=bool(_PBC_KEY.search(raw.comment)))
 
 

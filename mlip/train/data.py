@@ -3,8 +3,9 @@
 * :func:`resolve_dataset` turns what a config names into HDF5 shard paths; an extxyz file
   is converted once into ``cache_dir`` (keyed by its path, size, modification time and the
   conversion options), so later runs reuse it.
-* :func:`scan` reads the atomic numbers and energies of a split straight from the shards
-  (no graphs): elements present, per-element least-squares reference energies E0.
+* :func:`scan` (:func:`mlip.datasets.composition_stats`) reads the atomic numbers and
+  energies of a split from the shards (no graphs): elements present, and :func:`fit_e0s`
+  the per-element least-squares reference energies E0.
 * :class:`GraphTransform` turns a dataset sample into a model graph with its targets.
 * :class:`BatchStream` is the training stream: deterministic in ``(seed, epoch)``, sharded
   over ranks, with a position ``(epoch, batch)`` that a checkpoint stores and a resumed run
@@ -16,30 +17,24 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from ase.data import chemical_symbols
 from torch_geometric.data import Batch, Data
 
-from mlip.datasets import BatchLoader, ShardReader, StreamingDataset, convert, resolve_paths
-from mlip.datasets.schema import OFFSETS
+from mlip.datasets import BatchLoader, CompositionStats, StreamingDataset, composition_stats, convert, resolve_paths
 from mlip.datasets.sources import SourceOptions
 from mlip.datasets.sources.extxyz import FORCE_KEYS, is_xyz
+from mlip.errors import DataError
 from mlip.graph import build_graph
 
-__all__ = ["DataError", "resolve_dataset", "scan", "DataStats", "fit_e0s", "GraphTransform",
-           "BatchStream", "iterate_batches", "TARGET_KEYS"]
+__all__ = ["DataError", "resolve_dataset", "scan", "fit_e0s", "GraphTransform", "BatchStream", "iterate_batches",
+           "TARGET_KEYS"]
 
 #: Keys that :class:`GraphTransform` adds to a graph: reference energy [1] eV, forces [N, 3]
 #: eV/Å, optional stress [1, 3, 3] eV/Å^3 and the atom count [1].
 TARGET_KEYS = ("ref_energy", "ref_forces", "ref_stress", "natoms")
-
-
-class DataError(ValueError):
-    """Training data that cannot be used as configured (the message names the file)."""
 
 
 # -- paths --------------------------------------------------------------------------------
@@ -56,14 +51,14 @@ def _check_xyz_forces(path: Path, forces_key: str | None) -> None:
     try:
         atoms = ase.io.read(str(path), index=0)
     except Exception as exc:  # noqa: BLE001 - ASE raises many kinds
-        raise DataError(f"{path}: cannot read the first frame ({exc})") from None
+        raise DataError(path, "", f"cannot read the first frame ({exc})") from None
     keys = [forces_key] if forces_key else list(FORCE_KEYS)
     has = any(k in atoms.arrays for k in keys)
     if not has and atoms.calc is not None:
         has = "forces" in getattr(atoms.calc, "results", {})
     if not has:
         raise DataError(
-            f"{path}: frame 0 has no forces (looked for per-atom columns {keys}; it has "
+            path, "", f"frame 0 has no forces (looked for per-atom columns {keys}; it has "
             f"{sorted(atoms.arrays)}). Forces are weighted in the loss (loss.forces_weight > 0) and "
             "the HDF5 schema stores them: give data with forces, or set data.forces_key")
 
@@ -82,16 +77,13 @@ def resolve_dataset(paths: list[str], *, cache_dir: Path, pbc: str = "none", ene
         DataError: a missing path, an extxyz file without forces, a failed conversion.
     """
     if not paths:
-        raise DataError("data.train: no training data given (a list of HDF5 or extxyz paths)")
+        raise DataError("data.train", "", "no training data given (a list of HDF5 or extxyz paths)")
     out: list[Path] = []
     for p in map(Path, paths):
         if not p.exists():
-            raise DataError(f"{p}: no such file or directory")
+            raise DataError(p, "", "no such file or directory")
         if not (p.is_file() and is_xyz(p)):
-            try:
-                out.extend(resolve_paths(p))
-            except ValueError as exc:
-                raise DataError(str(exc)) from None
+            out.extend(resolve_paths(p))
             continue
         options = {"pbc": pbc, "energy_key": energy_key, "forces_key": forces_key,
                    "split_fractions": list(split_fractions), "split_seed": split_seed}
@@ -106,83 +98,21 @@ def resolve_dataset(paths: list[str], *, cache_dir: Path, pbc: str = "none", ene
             except FileExistsError:  # converted meanwhile by another process
                 pass
             except ValueError as exc:
-                raise DataError(f"{p}: cannot convert to HDF5: {exc}") from None
+                raise DataError(p, "", f"cannot convert to HDF5: {exc}") from None
         if not cached.exists():
-            raise DataError(f"{p}: converted file {cached} is missing")
+            raise DataError(p, "", f"converted file {cached} is missing")
         out.append(cached)
     return out
 
 
 # -- statistics ---------------------------------------------------------------------------
-@dataclass
-class DataStats:
-    """What a pass over the atomic numbers and energies of a split finds.
-
-    Attributes:
-        n_structures, n_atoms: totals.
-        elements: atomic numbers present (sorted).
-        xtx: ``[119, 119]`` element-count normal matrix (sum over structures of c c^T).
-        xty: ``[119]`` sum of c * energy (eV).
-        has_stress: every shard stores stress.
-    """
-
-    n_structures: int
-    n_atoms: int
-    elements: list[int]
-    xtx: np.ndarray
-    xty: np.ndarray
-    has_stress: bool
-
-    @property
-    def symbols(self) -> list[str]:
-        """Chemical symbols of :attr:`elements`."""
-        return [chemical_symbols[z] for z in self.elements]
+#: The element counts and energies of a split (elements present, E0 normal equations); the
+#: shards are read by :mod:`mlip.datasets`, which raises :class:`DataError` for a bad shard,
+#: a missing split or an empty selection.
+scan = composition_stats
 
 
-def scan(paths: list[Path], split: str | None, *, chunk: int = 65536) -> DataStats:
-    """Element counts and energies of ``split`` of the shards, read in chunks (no graphs).
-
-    Raises:
-        DataError: a shard without the split, or an empty selection.
-    """
-    xtx = np.zeros((119, 119))
-    xty = np.zeros(119)
-    present = np.zeros(119, bool)
-    n_s = n_a = 0
-    has_stress = True
-    for path in paths:
-        reader = ShardReader(path)
-        has_stress &= "stress" in reader.optional
-        try:
-            select = None if split is None else reader.split_indices(split)
-            f = reader.file
-            for a in range(0, reader.n_structures, chunk):
-                b = min(a + chunk, reader.n_structures)
-                off = f[OFFSETS][a:b + 1].astype(np.int64)
-                z = f["atomic_numbers"][off[0]:off[-1]].astype(np.int64)
-                energy = f["energy"][a:b].astype(np.float64)
-                owner = np.repeat(np.arange(b - a), np.diff(off))
-                counts = np.zeros((b - a, 119))
-                np.add.at(counts, (owner, z), 1.0)
-                if select is not None:
-                    lo, hi = np.searchsorted(select, [a, b])
-                    rows = select[lo:hi] - a
-                    counts, energy = counts[rows], energy[rows]
-                xtx += counts.T @ counts
-                xty += counts.T @ energy
-                present |= counts.sum(0) > 0
-                n_s += len(energy)
-                n_a += int(counts.sum())
-        except ValueError as exc:
-            raise DataError(str(exc)) from None
-        finally:
-            reader.close()
-    if n_s == 0:
-        raise DataError(f"{', '.join(map(str, paths))}: split {split!r} holds no structures")
-    return DataStats(n_s, n_a, np.flatnonzero(present).tolist(), xtx, xty, has_stress)
-
-
-def fit_e0s(stats: DataStats, elements: list[str]) -> dict[str, float]:
+def fit_e0s(stats: CompositionStats, elements: list[str]) -> dict[str, float]:
     """Per-element reference energies (eV) minimising sum_s (E_s - sum_i E0[z_i])^2.
 
     A least-squares fit on the normal equations; with fewer distinct compositions than
@@ -285,7 +215,8 @@ class BatchStream:
             if self.batch == 0:
                 break
             self.epoch, self.batch, self._it = self.epoch + 1, 0, None
-        raise DataError(f"the training data of this process holds fewer than {self.batch_size} structures "
+        raise DataError(", ".join(map(str, self.dataset.paths)), "",
+                        f"the training data of this process holds fewer than {self.batch_size} structures "
                         f"(one batch); lower train.batch_size or data.block_size")
 
     def __iter__(self):

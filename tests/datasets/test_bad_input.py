@@ -1,4 +1,4 @@
-"""Bad input: a BadDataError (ValueError) naming file, record and problem; --skip-bad counts it."""
+"""Bad input: a DataError (ValueError) naming file, record and problem; --skip-bad counts it."""
 
 import gzip
 import json
@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from mlip.datasets import BadDataError, HDF5Dataset, StreamingDataset, convert
+from mlip.datasets import DataError, HDF5Dataset, StreamingDataset, convert
 from mlip.datasets.testing import (
     atoms_to_data,
     pubchemqcr_steps,
@@ -26,7 +26,7 @@ def _pcq(frames, n=3):
 
 
 def _expect_bad(fmt, src, out, match, **kw):
-    with pytest.raises(BadDataError, match=match) as info:
+    with pytest.raises(DataError, match=match) as info:
         convert(fmt, src, out, progress=False, **kw)
     assert isinstance(info.value, ValueError)
     assert not out.exists()
@@ -175,32 +175,32 @@ def test_truncated_and_corrupt_hdf5(tmp_path):
     trunc = tmp_path / "t.h5"
     trunc.write_bytes(data[: len(data) // 2])
     for cls in (HDF5Dataset, StreamingDataset):
-        with pytest.raises(BadDataError, match=r"t.h5.*(truncated|corrupt)"):
+        with pytest.raises(DataError, match=r"t.h5.*(truncated|corrupt)"):
             cls(trunc)
     junk = tmp_path / "j.h5"
     junk.write_bytes(b"garbage" * 100)
-    with pytest.raises(BadDataError, match="j.h5: cannot open HDF5 file"):
+    with pytest.raises(DataError, match="j.h5: cannot open HDF5 file"):
         HDF5Dataset(junk)
     with h5py.File(tmp_path / "other.h5", "w") as f:
         f["x"] = np.zeros(3)
-    with pytest.raises(BadDataError, match="not an mlip dataset shard"):
+    with pytest.raises(DataError, match="not an mlip dataset shard"):
         HDF5Dataset(tmp_path / "other.h5")
     with h5py.File(path, "r+", locking=False) as f:
         f["offsets"][-1] = 5
-    with pytest.raises(BadDataError, match=r"s.h5 \[offsets\]: offsets run 0..5, expected 0..30000"):
+    with pytest.raises(DataError, match=r"s.h5 \[offsets\]: offsets run 0..5, expected 0..30000"):
         HDF5Dataset(path)
 
 
 def test_missing_split_named(tmp_path):
     path = write_synthetic_shard(tmp_path / "s.h5", 10, 2)
-    with pytest.raises(BadDataError, match=r"s.h5 \[splits/train\]: no split 'train'"):
+    with pytest.raises(DataError, match=r"s.h5 \[splits/train\]: no split 'train'"):
         StreamingDataset(path, split="train")
 
 
 def test_missing_paths(tmp_path):
-    with pytest.raises(BadDataError, match="no such file"):
+    with pytest.raises(DataError, match="no such file"):
         HDF5Dataset(tmp_path / "nope.h5")
-    with pytest.raises(BadDataError, match="no such file"):
+    with pytest.raises(DataError, match="no such file"):
         convert("extxyz", [tmp_path / "nope.xyz"], tmp_path / "o.h5", progress=False)
 
 
@@ -209,6 +209,6 @@ def test_skip_bad_cannot_hide_total_failure(tmp_path, rmd17_frames):
     for st in bad["DFT_1st"]:
         st.pop("energy")
     src = write_pubchemqcr_lmdb(tmp_path / "p.lmdb", {1: bad})
-    with pytest.raises(BadDataError, match="no structures converted"):
+    with pytest.raises(DataError, match="no structures converted"):
         convert("pubchemqcr", [src], tmp_path / "o.h5", skip_bad=True, progress=False)
     assert not list(tmp_path.glob("o.h5*"))

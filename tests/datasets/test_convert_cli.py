@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from mlip.datasets import HDF5Dataset, convert
+from mlip.datasets import DataError, HDF5Dataset, convert
 from mlip.datasets import writer as writer_mod
 from mlip.datasets.cli import _parser, main
 from mlip.datasets.testing import pubchemqcr_steps, write_pubchemqcr_lmdb
@@ -143,7 +143,7 @@ def test_resume_refuses_other_options_or_nothing(tmp_path, pcq_source):
     out = tmp_path / "shards"
     with pytest.raises(FileNotFoundError, match="no partial conversion"):
         convert("pubchemqcr", [pcq_source], out, resume=True, progress=False)
-    with pytest.raises(Exception):
+    with pytest.raises(DataError, match="missing field: gradient"):  # molecule 50, without --skip-bad
         convert("pubchemqcr", [pcq_source], out, shard_size=30, progress=False)
     from mlip.datasets.sources import SourceOptions
 

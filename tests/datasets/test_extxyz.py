@@ -8,7 +8,7 @@ import ase.io
 import numpy as np
 import pytest
 
-from mlip.datasets import BadDataError, HDF5Dataset, convert
+from mlip.datasets import DataError, HDF5Dataset, convert
 from mlip.datasets.sources import SourceOptions
 from mlip.datasets.sources.xyz_frames import _ase_parse, _fast_parse, iter_frames
 
@@ -97,7 +97,7 @@ def test_explicit_keys(tmp_path, rmd17_excerpt):
     text = rmd17_excerpt.read_text().replace("Energy=", "REF_E=").replace("forces:R:3", "my_f:R:3")
     src = tmp_path / "renamed.xyz"
     src.write_text(text)
-    with pytest.raises(BadDataError, match="missing field: energy"):
+    with pytest.raises(DataError, match="missing field: energy"):
         convert("extxyz", [src], tmp_path / "x.h5", progress=False)
     assert not (tmp_path / "x.h5").exists()
     r = convert("extxyz", [src], tmp_path / "y.h5", progress=False,

@@ -59,6 +59,21 @@ def test_lmdb_data(tmp_path, co_cu_systems):
     assert src.exists()
 
 
+def test_lmdb_data_without_ids(tmp_path, co_cu_systems):
+    """``Data`` without ``sid`` / ``fid``: trajectory id from (file index, entry), frame id 0."""
+    frames = [a for _, fr in co_cu_systems for a in fr][:4]
+    srcs = []
+    for k in range(2):
+        datas = [atoms_to_data(a, 0, 0) for a in frames]
+        for d in datas:
+            del d.sid, d.fid
+        srcs.append(write_data_lmdb(tmp_path / f"data.{k:04d}.lmdb", datas))
+    r = convert("oc20", srcs, tmp_path / "out.h5", progress=False)
+    ds = HDF5Dataset(r.paths[0])
+    assert [int(ds[i].trajectory_id) for i in range(8)] == [(k << 40) | e for k in range(2) for e in range(4)]
+    assert [int(ds[i].frame_id) for i in range(8)] == [0] * 8
+
+
 def test_oc22_linear_reference(tmp_path, co_cu_systems):
     flat = _flat(co_cu_systems)[:6]
     datas = []
@@ -73,7 +88,7 @@ def test_oc22_linear_reference(tmp_path, co_cu_systems):
     opts = SourceOptions(element_energies=ElementEnergies.load(tmp_path / "linref.npz"))
     r = convert("oc22", [src], tmp_path / "out.h5", options=opts, progress=False)
     ds = HDF5Dataset(r.paths[0])
-    for j, (sid, fid, a) in enumerate(flat):
+    for j, (_sid, _fid, a) in enumerate(flat):
         ref = coeff[a.numbers].sum()
         assert ds[j].energy.item() == pytest.approx(a.get_potential_energy() - ref, abs=1e-5)
     attrs = ds.shards[0].attrs

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from mlip.datasets import HDF5Dataset, convert
-from mlip.datasets.sources import SourceOptions
 from mlip.datasets.references import ElementEnergies
+from mlip.datasets.sources import SourceOptions
 from mlip.datasets.testing import pubchemqcr_steps, write_pubchemqcr_lmdb
 from mlip.datasets.units import BOHR_ANGSTROM, HARTREE_EV
 

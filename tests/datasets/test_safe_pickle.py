@@ -1,8 +1,8 @@
 """The restricted unpickler: real Data / tensors load, anything else is refused."""
 
+import io
 import os
 import pickle
-import io
 
 import numpy as np
 import pytest

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from mlip.datasets import BadDataError, HDF5Dataset, ShardReader, ShardWriter, keys, schema
+from mlip.datasets import DataError, HDF5Dataset, ShardReader, ShardWriter, keys, schema
 from mlip.datasets.structure import checked_structure
 
 
@@ -111,7 +111,7 @@ def test_inconsistent_optional_fields_rejected(tmp_path):
     rng = np.random.default_rng(3)
     with_tags = _structures(1, rng, ("tags",))[0]
     with ShardWriter(tmp_path / "a.h5") as w:
-        with pytest.raises(BadDataError, match="inconsistent fields"):
+        with pytest.raises(DataError, match="inconsistent fields"):
             w.append(with_tags)
 
 
