@@ -1,6 +1,16 @@
 """mlip.kernels: pure tensor math (irreps helpers, tensor-product backends, operators).
 
-No atoms and no I/O live here; nothing in this package imports from the rest of mlip.
+The layer's rules, as they hold:
+
+* No atoms: nothing here knows about structures, neighbour lists or models; the model
+  asks this package for every product it needs.
+* No I/O, with one exception: the ``cp`` backend caches its CP factors under the user cache
+  directory (``$MLIP_CACHE_DIR/cp``, else the platform's user cache dir), written
+  atomically; a cache that cannot be written is not an error (the factors are recomputed).
+* Imports: nothing from the rest of mlip except the standard-library-only foundations
+  :mod:`mlip.errors` (the error classes it raises) and :mod:`mlip.atomic` (the cache write).
+* Backends: :data:`BACKENDS` is the registry (``mlip.kernels.tp.register_backend``); every
+  list of backends is read from it.
 """
 
 from .tp import BACKENDS, TensorProduct

@@ -14,6 +14,8 @@ from typing import Sequence
 import torch
 from e3nn import o3
 
+from mlip.errors import KernelInputError
+
 __all__ = [
     "as_irreps",
     "split_channels",
@@ -25,31 +27,32 @@ __all__ = [
 
 
 def as_irreps(irreps, name: str = "irreps") -> o3.Irreps:
-    """Parse ``irreps`` (string, ``o3.Irreps`` or list) into ``o3.Irreps``; ``ValueError`` if invalid."""
+    """Parse ``irreps`` (string, ``o3.Irreps`` or list) into ``o3.Irreps``; :class:`~mlip.errors.KernelInputError`
+    (a ``ValueError``) if invalid."""
     try:
         return o3.Irreps(irreps)
     except Exception as exc:  # e3nn raises assorted types for bad strings
-        raise ValueError(f"{name}: cannot parse {irreps!r} as e3nn irreps ({exc})") from None
+        raise KernelInputError(f"{name}: cannot parse {irreps!r} as e3nn irreps ({exc})") from None
 
 
 def split_channels(irreps: o3.Irreps, name: str, channels: int | None = None) -> tuple[int, list[o3.Irrep]]:
     """Return ``(C, [ir, ...])`` for irreps whose every entry has multiplicity ``C``.
 
     ``channels`` forces a multiplicity (e.g. 1 for the edge harmonics of a channelwise TP).
-    Raises ``ValueError`` naming the offending entry otherwise.
+    Raises ``KernelInputError`` (a ``ValueError``) naming the offending entry otherwise.
     """
     if len(irreps) == 0:
-        raise ValueError(f"{name}: empty irreps")
+        raise KernelInputError(f"{name}: empty irreps")
     muls = {mul for mul, _ in irreps}
     if len(muls) != 1:
-        raise ValueError(
+        raise KernelInputError(
             f"{name}: every irrep must have the same multiplicity (channels), got {irreps}"
         )
     mul = muls.pop()
     if channels is not None and mul != channels:
-        raise ValueError(f"{name}: expected multiplicity {channels} on every irrep, got {irreps}")
+        raise KernelInputError(f"{name}: expected multiplicity {channels} on every irrep, got {irreps}")
     if mul < 1:
-        raise ValueError(f"{name}: multiplicity must be positive, got {irreps}")
+        raise KernelInputError(f"{name}: multiplicity must be positive, got {irreps}")
     return mul, [ir for _, ir in irreps]
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from e3nn import o3
 
-from ..irreps import channel_dim, channel_layout, gather_index
+from ..irreps import channel_dim, channel_layout
 from .layout import RowPlan
 
 __all__ = ["TPSpec", "TPBackend", "Constants", "MODES"]
@@ -90,8 +90,6 @@ class TPBackend(Constants):
     def __init__(self, spec: TPSpec):
         super().__init__()
         self.spec = spec
-        self.add_const("idx1", gather_index(spec.irs1, spec.channels))
-        self.add_const("idx2", gather_index(spec.irs2, spec.channels2))
         #: component-major layouts of x1, x2 and the output (see forward_rows)
         self.plan1, self.plan2, self.plan3 = (
             RowPlan([ir.dim for ir in irs], c)
@@ -99,6 +97,10 @@ class TPBackend(Constants):
 
     #: whether :meth:`forward_rows` is available
     supports_rows: bool = False
+
+    #: options under which the product is exactly equivariant (``cp`` is only approximately
+    #: so below full rank); checks that need exactness (tests, parity checks) pass these
+    exact_options: dict = {}
 
     def forward_rows(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """The product on stacked component-major rows (:meth:`RowPlan.stack`): ``x1 [D1, N, C]``,
@@ -114,7 +116,8 @@ class TPBackend(Constants):
 
     def to_channels(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Multiplicity-major inputs -> channel layout ``[N, C, d1]``, ``[N, C2, d2]``."""
-        return channel_layout(x1, self.spec.irs1, self.spec.channels), channel_layout(x2, self.spec.irs2, self.spec.channels2)
+        s = self.spec
+        return channel_layout(x1, s.irs1, s.channels), channel_layout(x2, s.irs2, s.channels2)
 
     def extra_repr(self) -> str:
         s = self.spec

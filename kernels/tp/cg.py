@@ -4,7 +4,8 @@ Every parity-allowed path ``(i1, i2, i3)`` has a free weight per channel. The we
 layout is e3nn's for the instructions ``[(i1, i2, i3, "uvu" | "uuu", True) ...]`` in the
 order of :func:`mlip.kernels.tp.paths.enumerate_paths`: ``weight.view(N, P, C)``.
 
-Execution (why it is faster than e3nn's per-path code on CPU):
+Execution (why it is faster than e3nn's per-path code on CPU; timings against e3nn and the
+other backends, and how to reproduce them, are in ``benchmarks/README.md``):
 
 * pairwise route (elementwise, and channelwise at small L): inputs are turned
   component-major (``[2l+1, N*C]``, the long axis contiguous), and per pair of input
@@ -26,6 +27,8 @@ import math
 import numpy as np
 import torch
 
+from mlip.errors import ConfigError, KernelInputError
+
 from ..irreps import from_channels
 from .base import TPBackend, TPSpec
 from .paths import enumerate_paths, unreachable_outputs
@@ -36,8 +39,8 @@ __all__ = ["CGBackend"]
 def _bmm_width(r: int, k: int) -> int:
     """Output width to give a batched ``[C, r] @ [r, k]`` product: ``k`` padded with zero
     columns until ``r * k >= 16`` (and ``k >= 2``). On CPU, torch's bmm takes a slow
-    small-matrix path below that size (measured: ``r = k = 3`` is 4x slower than ``r = 3,
-    k = 5``), in the forward and in both backward products."""
+    small-matrix path below that size (e.g. ``r = k = 3`` takes longer than ``r = 3, k = 5``),
+    in the forward and in both backward products."""
     kp = max(k, 2)
     while r * kp < 16:
         kp += 1
@@ -124,13 +127,13 @@ class CGBackend(TPBackend):
         same numbers, ``auto`` picks by the flop rule of the module docstring."""
         super().__init__(spec)
         if route not in ("auto", "pairwise", "per_sample"):
-            raise ValueError(f"cg: route must be 'auto', 'pairwise' or 'per_sample', got {route!r}")
+            raise ConfigError(f"cg: option route must be 'auto', 'pairwise' or 'per_sample', got {route!r}")
         if route == "per_sample" and spec.mode == "elementwise":
-            raise ValueError("cg: route='per_sample' needs mode='channelwise' (x2 with one channel)")
+            raise ConfigError("cg: option route='per_sample' needs mode='channelwise' (x2 with one channel)")
         self.paths = enumerate_paths(spec.irs1, spec.irs2, spec.irs3)
         missing = unreachable_outputs(self.paths, spec.irs3)
         if missing:
-            raise ValueError(
+            raise KernelInputError(
                 f"irreps_out: no path of {spec.irreps_in1} x {spec.irreps_in2} produces {missing}"
             )
         self.weight_numel = len(self.paths) * spec.channels
@@ -139,7 +142,7 @@ class CGBackend(TPBackend):
         # channelwise: per-sample matrices + bmm (fewest flops, grows best with L) unless the
         # pairwise outer-product route (elementwise's, x2 broadcast over channels) is within
         # 5x its flops: below that, large GEMMs beat many tiny per-sample matmuls on CPU
-        # (measured crossover between L = 3 and L = 4 for C = 32, out <= L).
+        # (the factor 5 puts the switch where the timings of benchmarks/README.md cross).
         if route == "auto":
             self.use_pairs = spec.mode == "elementwise" or self._pair_flops() <= 5 * self._bmm_flops()
         else:
@@ -241,8 +244,8 @@ class CGBackend(TPBackend):
         # is l x l -> 0 (CG = c * identity matrix: a sum of products of matching rows), else
         # the const prefix of a bilinear form over all the pair's paths
         self.pairs = []  # (kind, c or const prefix, i1, i2, [(path k, i3, width)])
-        for i1, ir1 in enumerate(s.irs1):
-            for i2, ir2 in enumerate(s.irs2):
+        for i1 in range(len(s.irs1)):
+            for i2 in range(len(s.irs2)):
                 ps = [(k, p) for k, p in enumerate(self.paths) if p.i1 == i1 and p.i2 == i2]
                 if not ps:
                     continue

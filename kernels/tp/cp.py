@@ -25,11 +25,13 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
-from pathlib import Path as FsPath
+from pathlib import Path
 
 import numpy as np
 import torch
+
+from mlip.atomic import atomic_open
+from mlip.errors import ConfigError, KernelInputError
 
 from .base import TPBackend, TPSpec
 from .paths import enumerate_paths, unreachable_outputs
@@ -39,14 +41,14 @@ __all__ = ["CPBackend", "cg_tensor", "cp_als", "cache_dir"]
 _ALGO = "als-v1"
 
 
-def cache_dir() -> FsPath:
+def cache_dir() -> Path:
     """Where CP factors are cached: ``$MLIP_CACHE_DIR/cp`` or the platform user cache dir."""
     root = os.environ.get("MLIP_CACHE_DIR")
     if root is None:
         import platformdirs
 
         root = platformdirs.user_cache_dir("mlip")
-    return FsPath(root) / "cp"
+    return Path(root) / "cp"
 
 
 def cg_tensor(spec: TPSpec) -> np.ndarray:
@@ -122,11 +124,9 @@ def _load_or_compute(spec: TPSpec, rank: int, iters: int) -> tuple[np.ndarray, n
             pass  # unreadable cache entry: recompute and overwrite
     A, B, C = cp_als(cg_tensor(spec), rank, iters=iters)
     try:
-        fname.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=fname.parent, suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
+        # a file object, not the temporary's name: np.savez appends ".npz" to names
+        with atomic_open(fname, "wb") as f:
             np.savez(f, A=A, B=B, C=C, key=np.array(key))
-        os.replace(tmp, fname)
     except OSError:
         pass  # a read-only cache is not an error: the factors are just not kept
     return A, B, C
@@ -137,13 +137,14 @@ class CPBackend(TPBackend):
     ``7 L^2`` capped at full rank; ``"full"`` for the exact decomposition), ``iters`` (ALS)."""
 
     name = "cp"
+    exact_options = {"rank": "full"}
 
     def __init__(self, spec: TPSpec, *, rank: int | str | None = None, iters: int = 500):
         super().__init__(spec)
         paths = enumerate_paths(spec.irs1, spec.irs2, spec.irs3)
         missing = unreachable_outputs(paths, spec.irs3)
         if missing:
-            raise ValueError(f"irreps_out: no path of {spec.irreps_in1} x {spec.irreps_in2} produces {missing}")
+            raise KernelInputError(f"irreps_out: no path of {spec.irreps_in1} x {spec.irreps_in2} produces {missing}")
         T = cg_tensor(spec)
         self.full_rank = int((np.abs(T).sum(axis=2) > 0).sum())
         L = max(ir.l for ir in (*spec.irs1, *spec.irs2))
@@ -152,7 +153,7 @@ class CPBackend(TPBackend):
         elif rank == "full":
             rank = self.full_rank
         if not isinstance(rank, (int, np.integer)) or rank < 1:
-            raise ValueError(f"rank must be a positive integer or 'full', got {rank!r}")
+            raise ConfigError(f"cp: option rank must be a positive integer or 'full', got {rank!r}")
         if rank >= self.full_rank:
             A, B, C = cp_exact(T)
         else:

@@ -19,8 +19,11 @@ exactly. The default is the smallest exact grid: ``n_lat = ceil((L1+L2+L3+1)/2)`
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
+
+from mlip.errors import ConfigError
 
 from ..sphere import gauss_legendre_grid, sh_values
 from .product import SphericalProductBackend
@@ -45,9 +48,13 @@ class GridBackend(SphericalProductBackend):
 
     def _build_transforms(self) -> None:
         exact = exact_resolution(self.L1, self.L2, self.L3)
-        res = tuple(self._resolution) if self._resolution is not None else exact
-        if len(res) != 2 or min(res) < 1:
-            raise ValueError(f"resolution must be (n_lat, n_lon) with positive entries, got {self._resolution}")
+        r = self._resolution
+        try:
+            res = exact if r is None else tuple(r)
+        except TypeError:  # not a sequence: reported below
+            res = ()
+        if len(res) != 2 or not all(isinstance(k, numbers.Integral) and k >= 1 for k in res):
+            raise ConfigError(f"grid: option resolution must be (n_lat, n_lon) with positive integers, got {r!r}")
         self.resolution = res
         self.exact = res[0] >= exact[0] and res[1] >= exact[1]
         pts, w = gauss_legendre_grid(*res)

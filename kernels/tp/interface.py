@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
 
+from mlip.errors import ConfigError, KernelInputError
+
 from ..irreps import as_irreps, split_channels
 from .base import MODES, TPSpec
 
-__all__ = ["TensorProduct", "BACKENDS", "register_backend"]
+__all__ = ["TensorProduct", "BACKENDS", "register_backend", "backend_options"]
 
 BACKENDS: dict[str, type] = {}
 
@@ -18,19 +21,45 @@ CHUNK_FLOATS = int(os.environ.get("MLIP_TP_CHUNK_FLOATS", str(1 << 20)))
 
 
 def register_backend(cls: type) -> type:
-    """Class decorator/function adding a backend under ``cls.name``."""
+    """Class decorator/function adding a backend under ``cls.name``.
+
+    ``cls`` is a :class:`~mlip.kernels.tp.base.TPBackend` subclass built as
+    ``cls(spec, **options)``; its keyword parameters after ``spec`` are its options.
+    Every list of backends (the model's configuration, the tests) is read from
+    :data:`BACKENDS`, so a registered backend is usable everywhere.
+    """
     BACKENDS[cls.name] = cls
     return cls
 
 
+def backend_options(name: str) -> list[str] | None:
+    """The option names backend ``name`` accepts (``None``: any, it takes ``**options``)."""
+    params = list(inspect.signature(BACKENDS[name].__init__).parameters.values())[2:]  # after self, spec
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+def _check_options(backend: str, options: dict) -> None:
+    known = backend_options(backend)
+    unknown = [] if known is None else sorted(set(options) - set(known))
+    if unknown:
+        allowed = f"its options: {known}" if known else "it takes no options"
+        raise ConfigError(f"tensor-product backend {backend!r} has no option {unknown[0]!r}; {allowed}")
+
+
 def _check_dtypes(x1, x2, weight) -> None:
     if not x1.is_floating_point() or x1.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"x1: expected float32 or float64, got {x1.dtype}")
+        raise KernelInputError(f"x1: expected float32 or float64, got {x1.dtype}")
     for name, t in (("x2", x2), ("weight", weight)):
         if t.dtype != x1.dtype:
-            raise ValueError(f"{name}: dtype {t.dtype} differs from x1's {x1.dtype}")
+            raise KernelInputError(f"{name}: dtype {t.dtype} differs from x1's {x1.dtype}")
         if t.device != x1.device:
-            raise ValueError(f"{name}: device {t.device} differs from x1's {x1.device}")
+            raise KernelInputError(f"{name}: device {t.device} differs from x1's {x1.device}")
+
+
+def _weight_error(n: int, numel: int, got) -> KernelInputError:
+    return KernelInputError(f"weight: expected shape [{n}, {numel}] or [{numel}], got {got}")
 
 
 class TensorProduct(torch.nn.Module):
@@ -44,29 +73,36 @@ class TensorProduct(torch.nn.Module):
         mode: ``"channelwise"`` (e3nn ``uvu``) or ``"elementwise"`` (e3nn ``uuu``).
         backend: ``"cg"`` (exact Clebsch–Gordan, e3nn numbers), ``"gaunt"`` (Gaunt product
             by 2D FFT), ``"grid"`` (Gaunt product on a spherical grid) or ``"cp"`` (CP
-            decomposition of the CG tensor). Each backend documents what its weights mean.
+            decomposition of the CG tensor), or any other name in :data:`BACKENDS`. Each
+            backend documents what its weights mean.
         chunk_size: samples per chunk on CPU (``None``: automatic, ``0``: never chunk). On
             CPU the products are bound by memory traffic: running ``N`` samples in chunks
-            whose intermediates stay in cache is 1.5-3x faster at N = 10,000 (forward and
-            backward; each chunk's backward then also runs on cache-sized tensors). The
-            automatic size keeps the largest intermediate near ``CHUNK_FLOATS`` numbers.
-            CUDA tensors are never chunked.
+            whose intermediates stay in cache is faster for large ``N`` (forward and
+            backward; each chunk's backward then also runs on cache-sized tensors; timings
+            in ``benchmarks/README.md``). The automatic size keeps the largest intermediate
+            near ``CHUNK_FLOATS`` numbers. CUDA tensors are never chunked.
         **options: backend options (e.g. ``resolution`` for ``grid``, ``rank`` for ``cp``).
 
     Shapes: ``x1 [N, irreps_in1.dim]``, ``x2 [N, irreps_in2.dim]``, ``weight [N, weight_numel]``
     (per sample) or ``[weight_numel]`` (shared); returns ``[N, irreps_out.dim]``, in e3nn's
     multiplicity-major layout. ``x1``, ``x2`` and ``weight`` share dtype and device.
+
+    Errors: :class:`~mlip.errors.ConfigError` for an unknown backend, an option the backend
+    does not have or a bad option value (naming the option and the backend);
+    :class:`~mlip.errors.KernelInputError` for irreps, mode, ``chunk_size`` or tensors that do
+    not fit (naming the argument). Both are ``ValueError`` subclasses.
     """
 
     def __init__(self, irreps_in1, irreps_in2, irreps_out, *, mode: str = "channelwise", backend: str = "cg",
                  chunk_size: int | None = None, **options):
         super().__init__()
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 0):
-            raise ValueError(f"chunk_size must be None or an integer >= 0, got {chunk_size!r}")
+            raise KernelInputError(f"chunk_size must be None or an integer >= 0, got {chunk_size!r}")
         if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+            raise KernelInputError(f"mode must be one of {MODES}, got {mode!r}")
         if backend not in BACKENDS:
-            raise ValueError(f"unknown tensor-product backend {backend!r}; known backends: {sorted(BACKENDS)}")
+            raise ConfigError(f"unknown tensor-product backend {backend!r}; known backends: {sorted(BACKENDS)}")
+        _check_options(backend, options)
         in1 = as_irreps(irreps_in1, "irreps_in1")
         in2 = as_irreps(irreps_in2, "irreps_in2")
         out = as_irreps(irreps_out, "irreps_out")
@@ -125,28 +161,29 @@ class TensorProduct(torch.nn.Module):
         n = x1.shape[1] if x1.dim() == 3 else -1
         for name, t, plan in (("x1", x1, p1), ("x2", x2, p2)):
             if t.dim() != 3 or t.shape[0] != plan.rows or t.shape[1] != n or t.shape[2] != plan.channels:
-                raise ValueError(f"{name}: expected shape [{plan.rows}, N, {plan.channels}], got {tuple(t.shape)}")
+                want = f"[{plan.rows}, N, {plan.channels}]"
+                raise KernelInputError(f"{name}: expected shape {want}, got {tuple(t.shape)}")
         _check_dtypes(x1, x2, weight)
         if weight.dim() == 1:
             weight = weight.unsqueeze(0)
         if weight.dim() != 2 or weight.shape[-1] != self.weight_numel or weight.shape[0] not in (1, n):
-            raise ValueError(f"weight: expected shape [{n}, {self.weight_numel}] or [{self.weight_numel}], got {tuple(weight.shape)}")
+            raise _weight_error(n, self.weight_numel, tuple(weight.shape))
         return self.impl.forward_rows(x1, x2, weight)
 
     def _check(self, x1, x2, weight) -> None:
         for name, t, dim in (("x1", x1, self.irreps_in1.dim), ("x2", x2, self.irreps_in2.dim)):
             if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.shape[1] != dim:
                 shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-                raise ValueError(f"{name}: expected shape [N, {dim}], got {shape}")
+                raise KernelInputError(f"{name}: expected shape [N, {dim}], got {shape}")
         if x1.shape[0] != x2.shape[0]:
-            raise ValueError(f"x1 and x2 must have the same N, got {x1.shape[0]} and {x2.shape[0]}")
+            raise KernelInputError(f"x1 and x2 must have the same N, got {x1.shape[0]} and {x2.shape[0]}")
         n = x1.shape[0]
         if not isinstance(weight, torch.Tensor) or not (
             (weight.dim() == 2 and weight.shape == (n, self.weight_numel))
             or (weight.dim() == 1 and weight.shape[0] == self.weight_numel)
         ):
             got = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
-            raise ValueError(f"weight: expected shape [{n}, {self.weight_numel}] or [{self.weight_numel}], got {got}")
+            raise _weight_error(n, self.weight_numel, got)
         _check_dtypes(x1, x2, weight)
 
     def extra_repr(self) -> str:

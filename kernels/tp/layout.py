@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import torch
 
+from mlip.errors import KernelInputError
+
 __all__ = ["RowPlan"]
 
 
@@ -103,7 +105,7 @@ class _FromRows(torch.autograd.Function):
         if stacked:
             (t,) = blocks
             if t.shape[0] != plan.rows:
-                raise ValueError(f"expected {plan.rows} stacked rows, got shape {tuple(t.shape)}")
+                raise KernelInputError(f"expected {plan.rows} stacked rows, got shape {tuple(t.shape)}")
             blocks = t.split(plan.dims, dim=0)
         return plan._scatter(blocks)
 

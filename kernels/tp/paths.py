@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from e3nn import o3
 
-__all__ = ["Path", "enumerate_paths", "wigner_3j"]
+__all__ = ["CGPath", "enumerate_paths", "wigner_3j"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -31,8 +31,9 @@ def wigner_3j(l1: int, l2: int, l3: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Path:
-    """One coupling ``in1[i1] x in2[i2] -> out[i3]``; ``coeff`` is the normalised CG tensor (float64)."""
+class CGPath:
+    """One coupling path ``in1[i1] x in2[i2] -> out[i3]`` of degrees ``l1 x l2 -> l3``;
+    ``coeff`` is its normalised Clebsch–Gordan tensor (``norm`` times the Wigner 3j, float64)."""
 
     i1: int
     i2: int
@@ -60,7 +61,7 @@ def allowed(ir1: o3.Irrep, ir2: o3.Irrep, ir3: o3.Irrep, *, gaunt: bool = False)
 
 def enumerate_paths(
     irs1: Sequence[o3.Irrep], irs2: Sequence[o3.Irrep], irs3: Sequence[o3.Irrep], *, gaunt: bool = False
-) -> list[Path]:
+) -> list[CGPath]:
     """All allowed paths in the order ``for i1: for i2: for i3`` (the weight layout of ``cg``)."""
     raw = [
         (i1, i2, i3)
@@ -73,12 +74,12 @@ def enumerate_paths(
     for _, _, i3 in raw:
         fan_in[i3] += 1
     return [
-        Path(i1, i2, i3, irs1[i1].l, irs2[i2].l, irs3[i3].l, float(np.sqrt(irs3[i3].dim / fan_in[i3])))
+        CGPath(i1, i2, i3, irs1[i1].l, irs2[i2].l, irs3[i3].l, float(np.sqrt(irs3[i3].dim / fan_in[i3])))
         for i1, i2, i3 in raw
     ]
 
 
-def unreachable_outputs(paths: Sequence[Path], irs3: Sequence[o3.Irrep]) -> list[o3.Irrep]:
+def unreachable_outputs(paths: Sequence[CGPath], irs3: Sequence[o3.Irrep]) -> list[o3.Irrep]:
     """Output irreps that no path produces."""
     hit = {p.i3 for p in paths}
     return [ir for i, ir in enumerate(irs3) if i not in hit]

@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from mlip.errors import KernelInputError
+
 from ..irreps import as_irreps, from_channels, gather_index, split_channels
 from ..sphere import gauss_legendre_grid, sh_values
 from .base import Constants
@@ -41,11 +43,12 @@ class SymmetricPower(Constants):
         for name, irs in (("irreps_in", irs_in), ("irreps_out", irs_out)):
             bad = [str(ir) for ir in irs if ir.p != (-1) ** ir.l]
             if bad:
-                raise ValueError(f"{name}: SymmetricPower needs natural-parity irreps (0e, 1o, 2e, ...), got {bad}")
+                raise KernelInputError(
+                    f"{name}: SymmetricPower needs natural-parity irreps (0e, 1o, 2e, ...), got {bad}")
             if len({ir.l for ir in irs}) != len(irs):
-                raise ValueError(f"{name}: degrees must be distinct, got {[str(i) for i in irs]}")
+                raise KernelInputError(f"{name}: degrees must be distinct, got {[str(i) for i in irs]}")
         if int(correlation) < 1:
-            raise ValueError(f"correlation must be >= 1, got {correlation}")
+            raise KernelInputError(f"correlation must be >= 1, got {correlation}")
         self.correlation = int(correlation)
         self.channels, self.irs_in, self.irs_out = C, irs_in, irs_out
         L_in, L_out = max(ir.l for ir in irs_in), max(ir.l for ir in irs_out)
@@ -61,11 +64,13 @@ class SymmetricPower(Constants):
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] != self.irreps_in.dim:
-            raise ValueError(f"x: expected shape [N, {self.irreps_in.dim}], got {tuple(x.shape)}")
+            raise KernelInputError(f"x: expected shape [N, {self.irreps_in.dim}], got {tuple(x.shape)}")
         if weight.dim() == 1:
             weight = weight.unsqueeze(0)
         if weight.shape[-1] != self.weight_numel or weight.shape[0] not in (1, x.shape[0]):
-            raise ValueError(f"weight: expected shape [{x.shape[0]}, {self.weight_numel}] or [{self.weight_numel}], got {tuple(weight.shape)}")
+            raise KernelInputError(
+                f"weight: expected shape [{x.shape[0]}, {self.weight_numel}] or [{self.weight_numel}], "
+                f"got {tuple(weight.shape)}")
         C = self.channels
         n_in, n_out = len(self.irs_in), len(self.irs_out)
         w = weight.view(weight.shape[0], -1, C).transpose(1, 2)  # [N|1, C, n_in + nu n_out]

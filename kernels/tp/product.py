@@ -25,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mlip.errors import KernelInputError
+
 from ..irreps import from_channels
 from .base import TPBackend, TPSpec
 from .paths import enumerate_paths, unreachable_outputs
@@ -47,7 +49,7 @@ class SphericalProductBackend(TPBackend):
             for ir in irs:
                 key = (ir.l, parity_class(ir))
                 if key in seen:
-                    raise ValueError(
+                    raise KernelInputError(
                         f"{name}: backend {self.name!r} needs distinct degrees per parity class; "
                         f"degree {ir.l} appears twice in {[str(i) for i in irs]}"
                     )
@@ -55,7 +57,7 @@ class SphericalProductBackend(TPBackend):
         self.paths = enumerate_paths(spec.irs1, spec.irs2, spec.irs3, gaunt=True)
         missing = unreachable_outputs(self.paths, spec.irs3)
         if missing:
-            raise ValueError(
+            raise KernelInputError(
                 f"irreps_out: no Gaunt path of {spec.irreps_in1} x {spec.irreps_in2} produces {missing} "
                 "(Gaunt products have no paths with l1+l2+l3 odd)"
             )

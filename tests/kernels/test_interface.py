@@ -8,37 +8,83 @@ from pathlib import Path
 
 import pytest
 import torch
+from tp_cases import BACKENDS, options
 
-from mlip.kernels import BACKENDS, TensorProduct
+from mlip.errors import ConfigError, KernelInputError
+from mlip.kernels import TensorProduct
+from mlip.kernels.tp import BACKENDS as REGISTRY
+from mlip.kernels.tp import CGBackend, backend_options, register_backend
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_backends_registered():
-    assert set(BACKENDS) == {"cg", "gaunt", "grid", "cp"}
+    assert set(REGISTRY) == {"cg", "gaunt", "grid", "cp"}
+    assert BACKENDS == list(REGISTRY)  # the tests' list is the registry
 
 
 def test_unknown_backend_lists_known():
-    with pytest.raises(ValueError, match=r"known backends: \['cg', 'cp', 'gaunt', 'grid'\]"):
+    with pytest.raises(ConfigError, match=r"known backends: \['cg', 'cp', 'gaunt', 'grid'\]"):
         TensorProduct("2x0e", "0e", "2x0e", backend="fourier")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unknown_option_names_option_and_backend(backend):
+    """A misspelt option is a ConfigError naming it and the backend, not a TypeError."""
+    known = backend_options(backend)
+    with pytest.raises(ConfigError, match=rf"backend '{backend}' has no option 'resolutoin'") as info:
+        TensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend=backend, resolutoin=3)
+    assert str(known or "no options") in str(info.value)
+    # the options it does list are accepted
+    TensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend=backend, **options(backend))
+
+
+def test_backend_options():
+    assert backend_options("cg") == ["route"]
+    assert backend_options("gaunt") == []
+    assert backend_options("grid") == ["resolution"]
+    assert backend_options("cp") == ["rank", "iters"]
+
+
+def test_registered_backend_is_usable_everywhere():
+    """A backend added with register_backend is in the registry every list is read from, is built
+    by TensorProduct with its options checked, and leaves the registry when removed."""
+
+    class RenamedCG(CGBackend):
+        name = "renamed_cg"
+
+    register_backend(RenamedCG)
+    try:
+        assert "renamed_cg" in REGISTRY and backend_options("renamed_cg") == ["route"]
+        a = TensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend="renamed_cg", route="per_sample")
+        b = TensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend="cg")
+        x1, x2, w = torch.randn(3, 8), torch.randn(3, 4), torch.randn(b.weight_numel)
+        torch.testing.assert_close(a(x1, x2, w), b(x1, x2, w))
+        with pytest.raises(ConfigError, match="backend 'renamed_cg' has no option 'rank'"):
+            TensorProduct("2x0e", "0e", "2x0e", backend="renamed_cg", rank=3)
+    finally:
+        del REGISTRY["renamed_cg"]
+    with pytest.raises(ConfigError, match="unknown tensor-product backend 'renamed_cg'"):
+        TensorProduct("2x0e", "0e", "2x0e", backend="renamed_cg")
+
+
 def test_bad_mode_and_irreps():
-    with pytest.raises(ValueError, match="mode must be one of"):
+    with pytest.raises(KernelInputError, match="mode must be one of"):
         TensorProduct("2x0e", "0e", "2x0e", mode="uvw")
-    with pytest.raises(ValueError, match="irreps_in1: cannot parse"):
+    with pytest.raises(KernelInputError, match="irreps_in1: cannot parse"):
         TensorProduct("2x0q", "0e", "2x0e")
-    with pytest.raises(ValueError, match="same multiplicity"):
+    with pytest.raises(KernelInputError, match="same multiplicity"):
         TensorProduct("2x0e+3x1o", "0e", "2x0e")
-    with pytest.raises(ValueError, match="irreps_in2: expected multiplicity 1"):
+    with pytest.raises(KernelInputError, match="irreps_in2: expected multiplicity 1"):
         TensorProduct("2x0e", "2x0e", "2x0e", mode="channelwise")
-    with pytest.raises(ValueError, match="irreps_out: expected multiplicity 2"):
+    with pytest.raises(KernelInputError, match="irreps_out: expected multiplicity 2"):
         TensorProduct("2x0e", "0e", "3x0e")
-    with pytest.raises(ValueError, match="no path .* produces"):
+    with pytest.raises(KernelInputError, match="no path .* produces"):
         TensorProduct("2x0e", "0e", "2x1o")
+    assert issubclass(KernelInputError, ValueError) and issubclass(ConfigError, ValueError)
 
 
-@pytest.mark.parametrize("backend", ["cg", "gaunt", "grid", "cp"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_shape_dtype_errors_name_expected_shape(backend):
     tp = TensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend=backend)
     n = 4
@@ -46,17 +92,18 @@ def test_shape_dtype_errors_name_expected_shape(backend):
     w = torch.randn(n, tp.weight_numel)
     assert tp(x1, x2, w).shape == (n, 8)
     assert tp(x1, x2, w[0]).shape == (n, 8)  # shared weights
-    with pytest.raises(ValueError, match=r"x1: expected shape \[N, 8\], got \(4, 7\)"):
+    with pytest.raises(KernelInputError, match=r"x1: expected shape \[N, 8\], got \(4, 7\)"):
         tp(x1[:, :7], x2, w)
-    with pytest.raises(ValueError, match=r"x2: expected shape \[N, 4\]"):
+    with pytest.raises(KernelInputError, match=r"x2: expected shape \[N, 4\]"):
         tp(x1, x2[:, :3], w)
-    with pytest.raises(ValueError, match=rf"weight: expected shape \[4, {tp.weight_numel}\] or \[{tp.weight_numel}\]"):
+    k = tp.weight_numel
+    with pytest.raises(KernelInputError, match=rf"weight: expected shape \[4, {k}\] or \[{k}\]"):
         tp(x1, x2, w[:, :-1])
-    with pytest.raises(ValueError, match="same N"):
+    with pytest.raises(KernelInputError, match="same N"):
         tp(x1, x2[:3], w)
-    with pytest.raises(ValueError, match="x2: dtype torch.float64 differs"):
+    with pytest.raises(KernelInputError, match="x2: dtype torch.float64 differs"):
         tp(x1, x2.double(), w)
-    with pytest.raises(ValueError, match="float32 or float64"):
+    with pytest.raises(KernelInputError, match="float32 or float64"):
         tp(x1.half(), x2.half(), w.half())
 
 
@@ -75,7 +122,8 @@ def test_import_names_only_mlip():
 def test_wheel_has_one_top_level_package(tmp_path):
     """``pip install .`` packaging: the wheel holds mlip/kernels etc. and no other top level."""
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
+         str(ROOT)],
         check=True,
         capture_output=True,
         env={**os.environ, "PIP_NO_INPUT": "1"},
@@ -88,7 +136,7 @@ def test_wheel_has_one_top_level_package(tmp_path):
         assert f"mlip/{sub}/__init__.py" in names
 
 
-@pytest.mark.parametrize("backend", ["cg", "gaunt", "grid", "cp"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_empty_batch(backend):
     """N = 0 (a structure without edges) gives an empty output and zero gradients."""
     tp = TensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend=backend)
@@ -102,12 +150,12 @@ def test_empty_batch(backend):
 
 
 @pytest.mark.parametrize("mode", ["channelwise", "elementwise"])
-@pytest.mark.parametrize("backend", ["cg", "gaunt", "grid", "cp"])
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_chunked_equals_unchunked(backend, mode):
     """CPU chunking over samples changes nothing: outputs, first and second derivatives,
     per-sample and shared weights, N not a multiple of the chunk."""
     in2 = "0e+1o+2e" if mode == "channelwise" else "3x0e+3x1o+3x2e"
-    kw = {"rank": "full"} if backend == "cp" else {}
+    kw = options(backend)
     whole = TensorProduct("3x0e+3x1o+3x2e", in2, "3x0e+3x1o+3x2e", mode=mode, backend=backend, chunk_size=0, **kw)
     parts = TensorProduct("3x0e+3x1o+3x2e", in2, "3x0e+3x1o+3x2e", mode=mode, backend=backend, chunk_size=4, **kw)
     g = torch.Generator().manual_seed(1)
@@ -126,29 +174,43 @@ def test_chunked_equals_unchunked(backend, mode):
         for a, b in zip(*gg):
             torch.testing.assert_close(b, a, rtol=1e-11, atol=1e-11)
     assert parts.chunk_size == 4 and TensorProduct("3x0e", "0e", "3x0e").chunk_size >= 16
-    with pytest.raises(ValueError, match="chunk_size"):
+    with pytest.raises(KernelInputError, match="chunk_size"):
         TensorProduct("3x0e", "0e", "3x0e", chunk_size=-1)
 
 
+ROWS_LAYOUTS = [
+    ("channelwise", "3x0e+3x1o+3x2e"),
+    ("elementwise", "3x0e+3x1o+3x2e"),
+    ("channelwise", "3x0e"),  # scalar input: grid's product without transforms
+]
+#: the documented rows routes (TensorProduct.supports_rows), which must not get lost; for the
+#: other cases of every registered backend, a route that claims support must be correct
 ROWS_CASES = [
     ("cg", "channelwise", "3x0e+3x1o+3x2e"),
     ("cg", "elementwise", "3x0e+3x1o+3x2e"),
     ("cg", "channelwise", "3x0e"),
     ("grid", "channelwise", "3x0e+3x1o+3x2e"),
-    ("grid", "channelwise", "3x0e"),  # scalar input: the product without transforms
+    ("grid", "channelwise", "3x0e"),
     ("cp", "channelwise", "3x0e+3x1o+3x2e"),
     ("cp", "elementwise", "3x0e+3x1o+3x2e"),
 ]
 
 
-@pytest.mark.parametrize("backend,mode,in1", ROWS_CASES)
+@pytest.mark.parametrize("mode,in1", ROWS_LAYOUTS)
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_forward_rows_equals_forward(backend, mode, in1):
     """``forward_rows`` on stacked component-major rows is ``forward`` in another layout,
-    values and gradients, with per-sample and shared weights; bad shapes are named."""
+    values and gradients, with per-sample and shared weights; bad shapes are named. Without
+    a rows route it is a RuntimeError."""
     in2 = "0e+1o+2e" if mode == "channelwise" else "3x0e+3x1o+3x2e"
     tp = TensorProduct(in1, in2, "3x0e+3x1o+3x2e", mode=mode, backend=backend, chunk_size=0)
-    assert tp.supports_rows
+    assert tp.supports_rows or (backend, mode, in1) not in ROWS_CASES
     p1, p2, p3 = tp.rows_plans
+    if not tp.supports_rows:
+        with pytest.raises(RuntimeError, match="no component-major route"):
+            tp.forward_rows(p1.stack(torch.zeros(2, tp.irreps_in1.dim)), p2.stack(torch.zeros(2, tp.irreps_in2.dim)),
+                            torch.zeros(tp.weight_numel))
+        return
     g = torch.Generator().manual_seed(0)
     x1, x2, w = (torch.randn(7, d, generator=g, dtype=torch.float64, requires_grad=True)
                  for d in (tp.irreps_in1.dim, tp.irreps_in2.dim, tp.weight_numel))
@@ -160,11 +222,11 @@ def test_forward_rows_equals_forward(backend, mode, in1):
         grads_ref = torch.autograd.grad(y_ref.sin().sum(), [x1, x2, w])
         for a, b in zip(grads, grads_ref):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
-    with pytest.raises(ValueError, match=r"x2: expected shape \[9, N"):
+    with pytest.raises(KernelInputError, match=r"x2: expected shape \[9, N"):
         tp.forward_rows(p1.stack(x1), p2.stack(x2)[:5], w)
-    with pytest.raises(ValueError, match="weight: expected shape"):
+    with pytest.raises(KernelInputError, match="weight: expected shape"):
         tp.forward_rows(p1.stack(x1), p2.stack(x2), w[:3])
-    with pytest.raises(ValueError, match="x2: dtype torch.float32 differs"):
+    with pytest.raises(KernelInputError, match="x2: dtype torch.float32 differs"):
         tp.forward_rows(p1.stack(x1), p2.stack(x2).float(), w)
 
 

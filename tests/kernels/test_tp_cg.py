@@ -3,19 +3,18 @@
 import pytest
 import torch
 from e3nn import o3
-
-from mlip.kernels import TensorProduct
-
 from tp_cases import case, default_dtype
+
+from mlip.errors import ConfigError
+from mlip.kernels import TensorProduct
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
 
 
 def reference(tp, dtype):
     with default_dtype(dtype):
-        return o3.TensorProduct(
-            tp.irreps_in1, tp.irreps_in2, tp.irreps_out, tp.impl.instructions(), shared_weights=False, internal_weights=False
-        )
+        return o3.TensorProduct(tp.irreps_in1, tp.irreps_in2, tp.irreps_out, tp.impl.instructions(),
+                                shared_weights=False, internal_weights=False)
 
 
 CASES = [
@@ -64,7 +63,8 @@ def test_cg_gradients_equal_e3nn(mode, route, L):
     dtype = torch.float64
     tp = TensorProduct(*case(mode, L, C=3), mode=mode, route=route)
     ref = reference(tp, dtype)
-    ins = [torch.randn(6, d, dtype=dtype, requires_grad=True) for d in (tp.irreps_in1.dim, tp.irreps_in2.dim, tp.weight_numel)]
+    dims = (tp.irreps_in1.dim, tp.irreps_in2.dim, tp.weight_numel)
+    ins = [torch.randn(6, d, dtype=dtype, requires_grad=True) for d in dims]
     grads = torch.autograd.grad(tp(*ins).sin().sum(), ins)
     grads_ref = torch.autograd.grad(ref(*ins).sin().sum(), ins)
     for a, b in zip(grads, grads_ref):
@@ -75,5 +75,7 @@ def test_auto_route_and_bad_route():
     small = TensorProduct(*case("channelwise", 1, C=4), mode="channelwise").impl
     large = TensorProduct(*case("channelwise", 5, C=4), mode="channelwise").impl
     assert small.use_pairs and not large.use_pairs
-    with pytest.raises(ValueError, match="route must be"):
+    with pytest.raises(ConfigError, match="cg: option route must be"):
         TensorProduct(*case("channelwise", 1, C=4), mode="channelwise", route="fast")
+    with pytest.raises(ConfigError, match="route='per_sample' needs mode='channelwise'"):
+        TensorProduct(*case("elementwise", 1, C=4), mode="elementwise", route="per_sample")

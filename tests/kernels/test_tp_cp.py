@@ -5,11 +5,11 @@ import os
 import numpy as np
 import pytest
 import torch
+from tp_cases import case
 
+from mlip.errors import ConfigError
 from mlip.kernels import TensorProduct
 from mlip.kernels.tp.cp import cache_dir
-
-from tp_cases import case
 
 F64 = torch.float64
 
@@ -71,5 +71,36 @@ def test_factors_deterministic_and_cached(tmp_path, monkeypatch):
 
 
 def test_bad_rank():
-    with pytest.raises(ValueError, match="rank must be a positive integer"):
+    with pytest.raises(ConfigError, match="cp: option rank must be a positive integer"):
         TensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend="cp", rank=0)
+
+
+def test_unwritable_cache_is_not_an_error(tmp_path, monkeypatch):
+    """A cache folder that cannot be created (here: under a regular file, which fails for root
+    too) leaves the factors uncached, with the numbers of a cached run."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("MLIP_CACHE_DIR", str(blocker / "cache"))
+    in1, in2, out = case("channelwise", 2, C=2)
+    a = TensorProduct(in1, in2, out, backend="cp", rank=20, iters=50)
+    monkeypatch.setenv("MLIP_CACHE_DIR", str(tmp_path / "writable"))
+    b = TensorProduct(in1, in2, out, backend="cp", rank=20, iters=50)
+    assert torch.equal(a.impl._const64["A"], b.impl._const64["A"])
+    # one finished file under its final name, no temporary left beside it
+    assert [p.suffix for p in cache_dir().iterdir()] == [".npz"]
+
+
+def test_failed_cache_write_leaves_nothing(tmp_path, monkeypatch):
+    """A write that fails half-way (a full disk) leaves neither a partial file under the final
+    name nor a temporary, and is not an error."""
+    monkeypatch.setenv("MLIP_CACHE_DIR", str(tmp_path))
+
+    def full_disk(f, **arrays):
+        f.write(b"PK\x03\x04 partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", full_disk)
+    in1, in2, out = case("channelwise", 2, C=2)
+    tp = TensorProduct(in1, in2, out, backend="cp", rank=20, iters=50)
+    assert tp.impl.rank == 20
+    assert list(cache_dir().iterdir()) == []

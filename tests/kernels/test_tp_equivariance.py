@@ -2,11 +2,10 @@
 
 import pytest
 import torch
+from tp_cases import BACKENDS, case, options
 
 from mlip.kernels import TensorProduct
 from mlip.kernels.testing import equivariance_error
-
-from tp_cases import BACKENDS, case, options
 
 TOL = {torch.float64: 1e-11, torch.float32: 2e-5}
 

@@ -4,15 +4,14 @@ obeys the documented error bound."""
 
 import math
 
-import numpy as np
 import pytest
 import torch
+from tp_cases import GAUNT_BACKENDS, case
 
+from mlip.errors import ConfigError
 from mlip.kernels import TensorProduct
-from mlip.kernels.sphere import gauss_legendre_grid, gaunt_factor, sh_values, wigner_3j_zero
+from mlip.kernels.sphere import gaunt_factor, gauss_legendre_grid, sh_values, wigner_3j_zero
 from mlip.kernels.tp.grid import exact_resolution
-
-from tp_cases import case
 
 F64 = torch.float64
 
@@ -48,7 +47,7 @@ def test_wigner_3j_zero_closed_form():
     assert wigner_3j_zero(1, 1, 1) == 0.0
 
 
-@pytest.mark.parametrize("backend", ["gaunt", "grid"])
+@pytest.mark.parametrize("backend", GAUNT_BACKENDS)
 def test_each_gaunt_path_is_cg_path_times_gaunt_factor(backend):
     """Isolate path (l1, l2, l3) with one-hot degree weights and compare with the cg path."""
     C, L = 2, 3
@@ -90,6 +89,14 @@ def test_default_resolution_is_smallest_exact():
         coarse = TensorProduct(in1, in2, out, mode="elementwise", backend="grid", resolution=res)
         assert not coarse.impl.exact
         assert (coarse(x1, x2, w) - ref(x1, x2, w)).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("res", [5, (5,), (5, 0), (5.0, 10), "5x10"])
+def test_bad_resolution_is_a_config_error(res):
+    with pytest.raises(ConfigError, match=r"grid: option resolution must be \(n_lat, n_lon\)"):
+        TensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend="grid", resolution=res)
+    ok = TensorProduct("2x0e+2x1o", "0e+1o", "2x0e+2x1o", backend="grid", resolution=[3, 5])
+    assert ok.impl.resolution == (3, 5)
 
 
 @pytest.mark.parametrize("res", [(4, 8), (3, 7), (3, 5)])
@@ -137,7 +144,7 @@ def test_coarse_grid_error_bound(res):
     assert saw_error  # the coarse grids really are inexact
 
 
-@pytest.mark.parametrize("backend", ["gaunt", "grid"])
+@pytest.mark.parametrize("backend", GAUNT_BACKENDS)
 @pytest.mark.parametrize("mode", ["channelwise", "elementwise"])
 def test_no_grad_forward_equals_autograd_forward(backend, mode):
     """The no-grad forward multiplies in place: same numbers, inputs untouched (one irrep,
@@ -158,7 +165,7 @@ def test_no_grad_forward_equals_autograd_forward(backend, mode):
             assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("backend", ["gaunt", "grid"])
+@pytest.mark.parametrize("backend", GAUNT_BACKENDS)
 @pytest.mark.parametrize("in1,in2,out,mode", [
     ("3x0e", "0e+1o+2e", "3x0e+3x1o+3x2e", "channelwise"),  # first interaction of a potential
     ("3x0e+3x1o+3x2e", "0e", "3x0e+3x1o+3x2e", "channelwise"),

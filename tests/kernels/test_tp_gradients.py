@@ -2,12 +2,10 @@
 
 import pytest
 import torch
+from tp_cases import BACKENDS, case, options
 
 from mlip.kernels import TensorProduct
 from mlip.kernels.tp.power import SymmetricPower
-
-from tp_cases import BACKENDS, case, options
-
 
 # cg's channelwise auto route at L=2 is the pairwise one: check the per-sample route too
 CASES = [(b, m, options(b)) for b in BACKENDS for m in ("channelwise", "elementwise")]

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from mlip.errors import KernelInputError
 from mlip.kernels import TensorProduct
 from mlip.kernels.testing import equivariance_error
 from mlip.kernels.tp.power import SymmetricPower
@@ -43,7 +44,9 @@ def test_power_equivariant_and_validates():
     sp = SymmetricPower(irr, "2x0e+2x1o+2x2e", 3)
     w = torch.randn(sp.weight_numel, dtype=F64)
     assert equivariance_error(lambda x: sp(x, w), [irr], "2x0e+2x1o+2x2e") < 1e-11
-    with pytest.raises(ValueError, match="natural-parity"):
+    with pytest.raises(KernelInputError, match="natural-parity"):
         SymmetricPower("2x0e+2x1e", "2x0e", 2)
-    with pytest.raises(ValueError, match=r"x: expected shape \[N, 32\]"):
+    with pytest.raises(KernelInputError, match="correlation must be >= 1"):
+        SymmetricPower(irr, "2x0e", 0)
+    with pytest.raises(KernelInputError, match=r"x: expected shape \[N, 32\]"):
         sp(torch.randn(3, 31, dtype=F64), w)

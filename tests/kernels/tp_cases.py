@@ -4,7 +4,13 @@ import contextlib
 
 import torch
 
-BACKENDS = ["cg", "gaunt", "grid", "cp"]
+from mlip.kernels import tp
+from mlip.kernels.tp.product import SphericalProductBackend
+
+#: every registered backend (the registry, not a hand-written list)
+BACKENDS = list(tp.BACKENDS)
+#: the backends that compute the Gaunt product (functions multiplied on the sphere)
+GAUNT_BACKENDS = [name for name, cls in tp.BACKENDS.items() if issubclass(cls, SphericalProductBackend)]
 
 
 def irreps_upto(L: int, mul: int) -> str:
@@ -20,8 +26,9 @@ def case(mode: str, L: int, C: int = 3):
 
 
 def options(backend: str) -> dict:
-    # cp below full rank is only approximately equivariant: exactness tests use full rank
-    return {"rank": "full"} if backend == "cp" else {}
+    """The backend's options for exactness tests (``cp`` below full rank is only approximately
+    equivariant: its exact options ask for full rank)."""
+    return dict(tp.BACKENDS[backend].exact_options)
 
 
 @contextlib.contextmanager
