@@ -33,8 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     c = sub.add_parser("convert", help="convert source files to HDF5 shards",
-                       description="Convert source files to HDF5 (eV, Å). Writes OUT.tmp files and renames them "
-                                   "when complete; a directory OUT is resumable shard by shard.")
+                       description="Convert source files to HDF5 (eV, Å). Writes each file under a temporary name and "
+                                   "renames it when complete; a directory OUT is resumable shard by shard.")
     c.add_argument("--format", required=True, choices=sorted(SOURCES),
                    help="source layout: pubchemqcr (LMDB of gzip-pickled dicts), oc20 (extxyz[.xz]+txt or LMDB "
                         "of pickled Data), oc22 (LMDB of pickled Data), extxyz (extxyz or any ASE format)")

@@ -19,6 +19,8 @@ import json
 import os
 from pathlib import Path
 
+from mlip.atomic import atomic_write_text
+
 from .errors import DataError
 from .schema import SCHEMA_NAME, SCHEMA_VERSION
 
@@ -56,11 +58,8 @@ def read_manifest(path: str | Path) -> dict:
 
 
 def write_manifest(directory: str | Path, manifest: dict) -> None:
-    """Write ``manifest.json`` atomically (temporary file, then rename)."""
-    path = Path(directory) / MANIFEST
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1))
-    os.replace(tmp, path)
+    """Write ``manifest.json`` atomically (:func:`mlip.atomic.atomic_write_text`)."""
+    atomic_write_text(Path(directory) / MANIFEST, json.dumps(manifest, indent=1))
 
 
 def resolve_paths(paths) -> list[Path]:

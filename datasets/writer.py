@@ -1,20 +1,24 @@
 """Write one HDF5 shard in the ragged schema, atomically.
 
-Data go to ``<path>.tmp``; :meth:`ShardWriter.commit` renames it to ``path``
-only after everything is written, so an interrupted or failed write never
-leaves a file under the final name (a stale ``.tmp`` is overwritten by the
-next attempt).
+Data go to a temporary file of this process next to ``path``
+(:func:`mlip.atomic.atomic_path`: ``<name>.<pid>.<random>.tmp``);
+:meth:`ShardWriter.commit` flushes it to disk and renames it to ``path`` only
+after everything is written, so an interrupted or failed write never leaves a
+file under the final name, and two writers never share a temporary file.
+Temporaries of a killed run are removed by ``convert``'s resume.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from mlip.atomic import atomic_path
 
 from .errors import DataError
 from .schema import (
@@ -34,17 +38,12 @@ _COMPRESSION = {"none": {}, None: {}, "lzf": {"compression": "lzf"},
                 "gzip": {"compression": "gzip", "compression_opts": 4}}
 
 
-def tmp_path(path: str | Path) -> Path:
-    """The temporary name a shard is written under before the final rename."""
-    path = Path(path)
-    return path.with_name(path.name + ".tmp")
-
-
 class ShardWriter:
     """Append structures to one shard (see :mod:`mlip.datasets.schema`).
 
     Args:
-        path: final file name; data are written to ``path + ".tmp"`` first.
+        path: final file name; data are written to a temporary file of this process
+            first (:attr:`tmp`).
         attrs: root attributes (level_of_theory, energy_reference, source,
             stage_names, ...); schema, version and units are added here.
         optional: optional fields present in this shard, any of
@@ -70,7 +69,6 @@ class ShardWriter:
         flush_atoms: int = 1 << 18,
     ):
         self.path = Path(path)
-        self.tmp = tmp_path(self.path)
         self.optional = frozenset(optional)
         unknown = self.optional - set(OPTIONAL_FIELDS)
         if unknown:
@@ -85,7 +83,10 @@ class ShardWriter:
         self._buffered_atoms = 0
         self._elements = np.zeros(256, dtype=bool)
         self._committed = False
-        self.tmp.parent.mkdir(parents=True, exist_ok=True)
+        # The rename on commit and the removal on abort are those of atomic_path, held open
+        # across the writer's life: closing the stack renames, closing it with an error deletes.
+        self._rename = contextlib.ExitStack()
+        self.tmp = self._rename.enter_context(atomic_path(self.path))
         # v110 file format: chunk indexes made for growing datasets; readable by HDF5 >= 1.10.
         self._file = h5py.File(self.tmp, "w", libver=("v110", "latest"), locking=False)
         comp = _COMPRESSION[compression]
@@ -194,7 +195,7 @@ class ShardWriter:
 
     # -- finishing -----------------------------------------------------------
     def finish(self, **attrs) -> Path:
-        """Flush, store final attributes and close; the file is still ``.tmp``.
+        """Flush, store final attributes and close; the file is still the temporary :attr:`tmp`.
 
         Returns the temporary path (splits may be added before :meth:`commit`).
         """
@@ -209,10 +210,10 @@ class ShardWriter:
         return self.tmp
 
     def commit(self) -> Path:
-        """Rename the finished temporary file to its final name."""
+        """Flush the finished temporary file to disk and rename it to its final name."""
         if self._file.id.valid:
             self.finish()
-        os.replace(self.tmp, self.path)
+        self._rename.close()
         self._committed = True
         return self.path
 
@@ -227,8 +228,8 @@ class ShardWriter:
             if self._file.id.valid:
                 self._file.close()
         finally:
-            if self.tmp.exists():
-                self.tmp.unlink()
+            aborted = RuntimeError("ShardWriter aborted")
+            self._rename.__exit__(RuntimeError, aborted, None)  # deletes the temporary file
 
     def __enter__(self) -> "ShardWriter":
         return self

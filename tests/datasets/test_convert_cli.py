@@ -78,14 +78,16 @@ def test_sharded_conversion_fail_then_resume(tmp_path, pcq_source, capsys):
     assert not m["complete"] and [s["path"] for s in m["shards"]] == [f"shard-0000{i}.h5" for i in range(4)]
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json"] + [f"shard-0000{i}.h5" for i in range(4)]
     kept = {p.name: (p.stat().st_ino, _energies(p)) for p in out.glob("shard-*.h5")}
-    (out / "shard-00007.h5.tmp").write_bytes(b"stale")  # left by a killed run
+    (out / "shard-00007.h5.tmp").write_bytes(b"stale")  # left by a killed run (older naming)
+    (out / "shard-00004.h5.999999999.abcdef.tmp").write_bytes(b"stale")  # a killed process's temporary
+    (out / "manifest.json.999999999.012345.tmp").write_bytes(b"stale")
     # a partial dataset is not readable as a dataset
     with pytest.raises(Exception, match="conversion incomplete"):
         HDF5Dataset(out)
     assert main(args + ["--skip-bad", "--resume"]) == 0
     captured = capsys.readouterr()
     assert "4 shard(s) kept from an earlier run" in captured.out and "skipped 1 bad record" in captured.err
-    assert not (out / "shard-00007.h5.tmp").exists()
+    assert not list(out.glob("*.tmp"))
     for name, (inode, energies) in kept.items():  # kept, not rewritten (only the splits are updated)
         assert (out / name).stat().st_ino == inode and np.array_equal(_energies(out / name), energies)
     m = json.loads((out / "manifest.json").read_text())

@@ -1,13 +1,24 @@
 """Writer / reader round trip, schema attributes, map-style dataset, sample contract."""
 
+import os
 import pickle
 
 import h5py
 import numpy as np
 import pytest
 import torch
+from ase.data import chemical_symbols
 
-from mlip.datasets import DataError, HDF5Dataset, ShardReader, ShardWriter, keys, schema
+from mlip.datasets import (
+    DataError,
+    HDF5Dataset,
+    ShardReader,
+    ShardWriter,
+    composition_stats,
+    keys,
+    schema,
+    split_shards,
+)
 from mlip.datasets.structure import checked_structure
 
 
@@ -37,7 +48,7 @@ def test_roundtrip_equals_written(tmp_path, optional):
     with ShardWriter(path, optional=optional, flush_atoms=97, structure_chunk=64, atom_chunk=128) as w:
         for s in structs:
             w.append(s)
-    assert not tmp_path.joinpath("a.h5.tmp").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5"]  # no temporary file left
     ds = HDF5Dataset(path)
     assert len(ds) == 300
     for i in (0, 1, 150, 299, -1):
@@ -105,6 +116,80 @@ def test_failed_write_leaves_nothing(tmp_path):
                 w.append(s)
             raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_writer_temporary_is_per_process(tmp_path):
+    path = tmp_path / "a.h5"
+    w1, w2 = ShardWriter(path), ShardWriter(path)  # e.g. two processes converting to the same file
+    assert w1.tmp != w2.tmp and w1.tmp.parent == tmp_path and f"a.h5.{os.getpid()}." in w1.tmp.name
+    assert w1.tmp.exists() and w2.tmp.exists() and not path.exists()
+    w2.abort()
+    assert not w2.tmp.exists() and w1.tmp.exists()
+    for s in _structures(4, np.random.default_rng(5)):
+        w1.append(s)
+    assert w1.close() == path
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.h5"] and ShardReader(path).n_structures == 4
+
+
+def test_read_block_selected_fields(tmp_path):
+    path = tmp_path / "a.h5"
+    with ShardWriter(path, optional=("stress",), structure_chunk=8) as w:
+        for s in _structures(30, np.random.default_rng(6), ("stress",)):
+            w.append(s)
+    r = ShardReader(path)
+    full = r.read_block(3, 17)
+    part = r.read_block(3, 17, ("energy", "atomic_numbers", "stress"))
+    assert list(part.arrays) == ["energy", "atomic_numbers", "stress"]
+    np.testing.assert_array_equal(part.offsets, full.offsets)
+    for name in part.arrays:
+        np.testing.assert_array_equal(part.arrays[name], full.arrays[name])
+    blocks = list(r.iter_blocks(("natoms",), size=7))
+    assert [(b.start, b.stop) for b in blocks] == [(0, 7), (7, 14), (14, 21), (21, 28), (28, 30)]
+    assert np.concatenate([b.arrays["natoms"] for b in blocks]).sum() == r.n_atoms
+    with pytest.raises(DataError, match=r"a.h5 \[dataset 'tags'\]: missing field"):
+        r.read_block(0, 2, ("tags",))
+
+
+def _composition_by_hand(structs):
+    xtx, xty = np.zeros((119, 119)), np.zeros(119)
+    for s in structs:
+        c = np.bincount(s.atomic_numbers, minlength=119).astype(float)
+        xtx += np.outer(c, c)
+        xty += c * s.energy
+    return xtx, xty
+
+
+@pytest.mark.parametrize("block", [65536, 5])
+def test_composition_stats(tmp_path, block):
+    rng = np.random.default_rng(7)
+    structs = [_structures(40, rng), _structures(25, rng, ("stress",))]
+    paths = []
+    for k, group in enumerate(structs):
+        paths.append(tmp_path / f"{k}.h5")
+        with ShardWriter(paths[-1], optional=group[0].optional_fields()) as w:
+            for s in group:
+                w.append(s)
+    split_shards(paths, (0.5, 0.5, 0.0), 0)
+    flat = structs[0] + structs[1]
+    st = composition_stats(paths, block=block)
+    xtx, xty = _composition_by_hand(flat)
+    np.testing.assert_allclose(st.xtx, xtx, rtol=1e-12)
+    np.testing.assert_allclose(st.xty, xty, rtol=1e-12)
+    assert (st.n_structures, st.n_atoms) == (65, sum(s.natoms for s in flat)) and not st.has_stress
+    zs = sorted({int(z) for s in flat for z in s.atomic_numbers})
+    assert st.elements == zs and st.symbols == [chemical_symbols[z] for z in zs]
+    train = [group[i] for p, group in zip(paths, structs) for i in ShardReader(p).split_indices("train").tolist()]
+    assert 0 < len(train) < len(flat)
+    st = composition_stats(paths, "train", block=block)
+    xtx, xty = _composition_by_hand(train)
+    np.testing.assert_allclose(st.xtx, xtx, rtol=1e-12)
+    np.testing.assert_allclose(st.xty, xty, rtol=1e-12)
+    assert st.n_structures == len(train)
+    assert composition_stats(paths[1:], "train").has_stress
+    with pytest.raises(DataError, match=r"split 'test' holds no structures"):
+        composition_stats(paths, "test")
+    with pytest.raises(DataError, match=r"\[splits/holdout\]: no split 'holdout'"):
+        composition_stats(paths, "holdout")
 
 
 def test_inconsistent_optional_fields_rejected(tmp_path):
