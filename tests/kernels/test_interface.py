@@ -68,19 +68,20 @@ def test_registered_backend_is_usable_everywhere():
         TensorProduct("2x0e", "0e", "2x0e", backend="renamed_cg")
 
 
-def test_bad_mode_and_irreps():
-    with pytest.raises(KernelInputError, match="mode must be one of"):
-        TensorProduct("2x0e", "0e", "2x0e", mode="uvw")
-    with pytest.raises(KernelInputError, match="irreps_in1: cannot parse"):
-        TensorProduct("2x0q", "0e", "2x0e")
-    with pytest.raises(KernelInputError, match="same multiplicity"):
-        TensorProduct("2x0e+3x1o", "0e", "2x0e")
-    with pytest.raises(KernelInputError, match="irreps_in2: expected multiplicity 1"):
-        TensorProduct("2x0e", "2x0e", "2x0e", mode="channelwise")
-    with pytest.raises(KernelInputError, match="irreps_out: expected multiplicity 2"):
-        TensorProduct("2x0e", "0e", "3x0e")
-    with pytest.raises(KernelInputError, match="no path .* produces"):
-        TensorProduct("2x0e", "0e", "2x1o")
+BAD_INPUTS = [  # (irreps_in1, irreps_in2, irreps_out, keywords, message)
+    ("2x0e", "0e", "2x0e", {"mode": "uvw"}, "mode must be one of"),
+    ("2x0q", "0e", "2x0e", {}, "irreps_in1: cannot parse"),
+    ("2x0e+3x1o", "0e", "2x0e", {}, "same multiplicity"),
+    ("2x0e", "2x0e", "2x0e", {"mode": "channelwise"}, "irreps_in2: expected multiplicity 1"),
+    ("2x0e", "0e", "3x0e", {}, "irreps_out: expected multiplicity 2"),
+    ("2x0e", "0e", "2x1o", {}, "no path .* produces"),
+]
+
+
+@pytest.mark.parametrize("in1,in2,out,kw,message", BAD_INPUTS)
+def test_bad_mode_and_irreps(in1, in2, out, kw, message):
+    with pytest.raises(KernelInputError, match=message):
+        TensorProduct(in1, in2, out, **kw)
     assert issubclass(KernelInputError, ValueError) and issubclass(ConfigError, ValueError)
 
 
