@@ -38,21 +38,20 @@ this module, and this module imports openmm-ml only when its two openmm-ml class
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 
-from mlip.config import PotentialConfig
+from mlip.errors import ConfigError, StructureError
 from mlip.graph import build_graph
-from mlip.io import resolve_model
+from mlip.io import from_payload, resolve_model, to_payload
 from mlip.potential import Potential
 
 __all__ = [
     "EV_TO_KJ_PER_MOL",
     "NM_TO_ANGSTROM",
     "MLIPForce",
-    "MLIPPotentialImpl",
-    "MLIPPotentialImplFactory",
+    "MLIPPotentialImpl",  # noqa: F822  (defined on first access, see __getattr__)
+    "MLIPPotentialImplFactory",  # noqa: F822
 ]
 
 #: kJ/mol in one eV (e * N_A / 1000, CODATA 2018 exact constants).
@@ -75,20 +74,24 @@ def _openmm():
     return openmm
 
 
-def _rebuild_evaluator(config: dict, state_dict: dict, numbers, periodic: bool, device: str):
-    """Unpickle an :class:`_Evaluator` (OpenMM pickles a ``PythonForce``'s function to serialize it)."""
+def _rebuild_evaluator(payload: dict, numbers, periodic: bool, device: str):
+    """Unpickle an :class:`_Evaluator` (OpenMM pickles a ``PythonForce``'s function to serialize it).
+
+    ``payload`` is a model file's dict (:func:`mlip.io.to_payload`), read with
+    :func:`mlip.io.from_payload`: the same format and version checks as :func:`mlip.load`.
+    """
     if device.startswith("cuda") and not torch.cuda.is_available():
         device = "cpu"  # a System written on a GPU machine, read on one without
-    model = Potential(PotentialConfig.from_dict(config))
-    model.load_state_dict(state_dict)
+    model = from_payload(payload, source="pickled MLIPForce")
     return _Evaluator(model.to(device).eval(), numbers, periodic)
 
 
 class _Evaluator:
     """The function OpenMM calls: ``State`` (nm) -> (energy kJ/mol, forces ``[n, 3]`` kJ/mol/nm).
 
-    It pickles as the model's config and weights (not as a module object), so that a
-    ``System`` holding the force can be written with ``XmlSerializer`` and read back.
+    It pickles as the model's file payload (:func:`mlip.io.to_payload`: config, weights,
+    format version; not as a module object), so that a ``System`` holding the force can be
+    written with ``XmlSerializer`` and read back.
     """
 
     def __init__(self, model: Potential, numbers: np.ndarray, periodic: bool):
@@ -97,24 +100,22 @@ class _Evaluator:
         self.periodic = bool(periodic)
 
     def __reduce__(self):
-        config = self.model.config.to_dict()
-        config["e0s"] = self.model.e0s()
-        state = {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
-        return _rebuild_evaluator, (config, state, self.numbers.copy(), self.periodic, str(self.model.e0.device))
+        return _rebuild_evaluator, (to_payload(self.model), self.numbers.copy(), self.periodic,
+                                    str(self.model.e0.device))
 
     def evaluate(self, positions_nm: np.ndarray, box_nm: np.ndarray | None) -> tuple[float, np.ndarray]:
         """Energy (kJ/mol) and forces (``[n, 3]`` kJ/mol/nm) at ``positions_nm`` (``[n, 3]`` nm)."""
         pos = np.asarray(positions_nm, dtype=np.float64) * NM_TO_ANGSTROM
         n = len(self.numbers)
         if pos.shape != (n, 3):
-            raise ValueError(
+            raise StructureError(
                 f"MLIPForce: got positions of shape {pos.shape} but the force was built for {n} atoms; "
                 f"the System has a different number of particles than the atomic numbers given "
                 f"(pass atom_indices to apply the model to part of a System)"
             )
         if self.periodic:
             if box_nm is None:
-                raise ValueError("MLIPForce: periodic force but no periodic box vectors")
+                raise StructureError("MLIPForce: periodic force but no periodic box vectors")
             cell = np.asarray(box_nm, dtype=np.float64) * NM_TO_ANGSTROM
             graph = build_graph(pos, self.numbers, r_max=self.model.r_max, cell=cell, pbc=True)
         else:
@@ -162,9 +163,9 @@ class MLIPForce:
     kJ/mol (``E_model * 96.485...``) and forces in kJ/mol/nm (``F_model * 964.85...``).
 
     Raises:
-        ValueError: an element the model does not know (named, with the atom indices), a
-            length mismatch between ``atomic_numbers`` and ``atom_indices``, repeated or
-            negative indices.
+        mlip.errors.StructureError: (a ``ValueError``) an element the model does not know
+            (named, with the atom indices), a length mismatch between ``atomic_numbers`` and
+            ``atom_indices``, repeated or negative indices.
     """
 
     def __init__(self, model_or_path, atomic_numbers, *, atom_indices=None, periodic: bool = False,
@@ -172,19 +173,19 @@ class MLIPForce:
         openmm = _openmm()
         numbers = np.asarray(atomic_numbers)
         if numbers.ndim != 1 or numbers.size == 0:
-            raise ValueError(f"atomic_numbers: expected a non-empty 1-D sequence, got shape {numbers.shape}")
+            raise StructureError(f"atomic_numbers: expected a non-empty 1-D sequence, got shape {numbers.shape}")
         if not np.issubdtype(numbers.dtype, np.integer):
-            raise ValueError(f"atomic_numbers: expected integers, got dtype {numbers.dtype}")
+            raise StructureError(f"atomic_numbers: expected integers, got dtype {numbers.dtype}")
         numbers = numbers.astype(np.int64)
         if atom_indices is not None:
             atom_indices = [int(i) for i in atom_indices]
             if len(atom_indices) != len(numbers):
-                raise ValueError(f"atom_indices has {len(atom_indices)} entries but atomic_numbers has "
+                raise StructureError(f"atom_indices has {len(atom_indices)} entries but atomic_numbers has "
                                  f"{len(numbers)}: they must describe the same atoms")
             if min(atom_indices) < 0:
-                raise ValueError(f"atom_indices: negative index {min(atom_indices)}")
+                raise StructureError(f"atom_indices: negative index {min(atom_indices)}")
             if len(set(atom_indices)) != len(atom_indices):
-                raise ValueError("atom_indices: repeated particle indices")
+                raise StructureError("atom_indices: repeated particle indices")
         self.model = resolve_model(model_or_path, device=device, dtype=dtype)
         self._check_elements(numbers, atom_indices)
         self.atomic_numbers = numbers
@@ -205,18 +206,19 @@ class MLIPForce:
 
         Atomic numbers come from the topology's elements (of ``atom_indices`` only, if
         given). ``periodic`` defaults to whether the topology has periodic box vectors.
-        Other arguments as in :class:`MLIPForce`. ``ValueError`` for an atom without an element.
+        Other arguments as in :class:`MLIPForce`. :class:`~mlip.errors.StructureError` for an
+        atom without an element.
         """
         atoms = list(topology.atoms())
         if atom_indices is not None:
             atom_indices = [int(i) for i in atom_indices]
             bad = [i for i in atom_indices if not 0 <= i < len(atoms)]
             if bad:
-                raise ValueError(f"atom_indices: {bad[:5]} out of range for a topology of {len(atoms)} atoms")
+                raise StructureError(f"atom_indices: {bad[:5]} out of range for a topology of {len(atoms)} atoms")
             atoms = [atoms[i] for i in atom_indices]
         missing = [(a.index, a.name) for a in atoms if a.element is None]
         if missing:
-            raise ValueError(f"topology: atom(s) {missing[:5]} have no element (virtual sites or extra "
+            raise StructureError(f"topology: atom(s) {missing[:5]} have no element (virtual sites or extra "
                              f"particles cannot be given to the model; use atom_indices to leave them out)")
         numbers = [a.element.atomic_number for a in atoms]
         if periodic is None:
@@ -233,10 +235,10 @@ class MLIPForce:
         """
         n_sys = system.getNumParticles()
         if self.atom_indices is None and n_sys != len(self.atomic_numbers):
-            raise ValueError(f"the System has {n_sys} particles but this MLIPForce was built for "
+            raise StructureError(f"the System has {n_sys} particles but this MLIPForce was built for "
                              f"{len(self.atomic_numbers)} atoms (pass atom_indices for an ML region)")
         if self.atom_indices is not None and max(self.atom_indices) >= n_sys:
-            raise ValueError(f"atom_indices: index {max(self.atom_indices)} out of range for a System "
+            raise StructureError(f"atom_indices: index {max(self.atom_indices)} out of range for a System "
                              f"of {n_sys} particles")
         if self._added:
             raise RuntimeError("this MLIPForce was already added to a System, which owns it; "
@@ -257,7 +259,7 @@ class MLIPForce:
         positions = _in_nm(positions)
         box = None if box_vectors is None else _in_nm(box_vectors)
         if self.periodic and box is None:
-            raise ValueError("compute: a periodic MLIPForce needs box_vectors (nm)")
+            raise StructureError("compute: a periodic MLIPForce needs box_vectors (nm)")
         return self._evaluator.evaluate(positions, box)
 
     def _check_elements(self, numbers: np.ndarray, atom_indices) -> None:
@@ -265,13 +267,13 @@ class MLIPForce:
 
         bad = (numbers < 1) | (numbers > 118)
         if bad.any():
-            raise ValueError(f"atomic_numbers: {numbers[bad][:5].tolist()} are not elements (expected 1..118)")
+            raise StructureError(f"atomic_numbers: {numbers[bad][:5].tolist()} are not elements (expected 1..118)")
         known = set(self.model.elements)
         unknown = [k for k, z in enumerate(numbers) if chemical_symbols[z] not in known]
         if unknown:
             names = sorted({chemical_symbols[numbers[k]] for k in unknown})
             where = [atom_indices[k] for k in unknown] if atom_indices is not None else unknown
-            raise ValueError(f"unknown element(s) {names} at particle(s) {where[:10]}"
+            raise StructureError(f"unknown element(s) {names} at particle(s) {where[:10]}"
                              f"{' ...' if len(where) > 10 else ''}: this model knows {self.model.elements}")
 
     def __repr__(self) -> str:
@@ -323,7 +325,7 @@ def _define_openmmml_classes() -> None:
 
         def __init__(self, name: str, modelPath=None, model=None, **args):
             if (modelPath is None) == (model is None):
-                raise ValueError(f"MLPotential({name!r}): give exactly one of modelPath= (an mlip model "
+                raise ConfigError(f"MLPotential({name!r}): give exactly one of modelPath= (an mlip model "
                                  f"file) or model= (an mlip.Potential)")
             self.name = name
             self.modelPath = modelPath
@@ -335,7 +337,7 @@ def _define_openmmml_classes() -> None:
             args = {**self.args, **args}
             precision = args.get("precision", args.get("dtype"))
             if precision not in _PRECISIONS:
-                raise ValueError(f"precision: expected 'single' or 'double', got {precision!r}")
+                raise ConfigError(f"precision: expected 'single' or 'double', got {precision!r}")
             periodic = topology.getPeriodicBoxVectors() is not None or system.usesPeriodicBoundaryConditions()
             source = self.model if self.model is not None else self.modelPath
             mlf = MLIPForce.from_topology(source, topology, atom_indices=None if atoms is None else list(atoms),

@@ -17,6 +17,8 @@ from e3nn import o3
 from torch.utils.checkpoint import checkpoint
 
 from mlip.kernels import TensorProduct
+from mlip.kernels.tp import BACKENDS
+from mlip.kernels.tp.grid import GridBackend
 from mlip.kernels.tp.power import SymmetricPower
 
 from .radial import RadialMLP, silu_norm
@@ -213,12 +215,23 @@ class Interaction(torch.nn.Module):
         return self.tp.forward_rows(x, sh, self.radial(edge_feats))
 
 
+def _pointwise_powers(backend: str) -> bool:
+    """Whether the many-body product of ``backend`` takes pointwise powers on the sphere: the
+    ``grid`` backend and every backend registered as a subclass of it (decided by class, not
+    by name, so that a backend added with :func:`mlip.kernels.tp.register_backend` behaves as
+    its parent)."""
+    cls = BACKENDS.get(backend)
+    return cls is not None and issubclass(cls, GridBackend)
+
+
 class ManyBodyProduct(torch.nn.Module):
     """Many-body (symmetric) product of the messages with element-dependent weights, up to
     correlation order nu: ``B = sum_{k=1..nu} (A^k projected on irreps_out)``.
 
-    * ``grid``: :class:`SymmetricPower` — A as a function on a spherical grid per channel,
-      its powers are pointwise powers, projected back (exact grid); ``B = sum_k w_k[z] P(f^k)``.
+    * ``grid`` (and any backend registered as a subclass of
+      :class:`~mlip.kernels.tp.grid.GridBackend`): :class:`SymmetricPower` — A as a function
+      on a spherical grid per channel, its powers are pointwise powers, projected back (exact
+      grid); ``B = sum_k w_k[z] P(f^k)``.
     * other backends: a chain of elementwise tensor products, ``A_1 = w_1[z] * A``,
       ``A_k = TP_k(A_{k-1}, A; w_k[z])``, ``B = sum_k A_k`` (MACE's symmetric contraction
       in spirit).
@@ -237,7 +250,8 @@ class ManyBodyProduct(torch.nn.Module):
         self.correlation, self.backend = int(correlation), backend
         self.out_dim = self.irreps_out.dim
         C = self.irreps_in[0].mul
-        if backend == "grid":
+        self.pointwise = _pointwise_powers(backend)
+        if self.pointwise:
             # always the exact grid for the powers (a ``resolution`` option of the grid backend
             # is sized for the two-input products of the interaction)
             self.power = SymmetricPower(self.irreps_in, self.irreps_out, self.correlation)
@@ -277,7 +291,7 @@ class ManyBodyProduct(torch.nn.Module):
         return table[0] if table.shape[0] == 1 else table.index_select(0, element)
 
     def forward(self, a: torch.Tensor, element: torch.Tensor) -> torch.Tensor:
-        if self.backend == "grid":
+        if self.pointwise:
             return self.power(a, self._per_atom(self.weights[0], element))
         w1 = self._per_atom(self.weights[0], element)
         w1 = w1.index_select(-1, self.expand_first)

@@ -10,22 +10,26 @@ A model file is a ``torch.save`` of a plain dict, loadable with
                   "units": {"energy": "eV", "length": "Å", ...},
                   "mlip_version": ..., "torch_version": ..., "e3nn_version": ...}}
 
-Files are written to a temporary file in the target folder and renamed (``os.replace``),
-so a crash never leaves a half-written model.
+Files are written atomically (:func:`mlip.atomic.atomic_path`), so a crash never leaves a
+half-written model. The payload dict is built by :func:`to_payload` and read back by
+:func:`from_payload`, which checks format and version: model files and pickled OpenMM forces
+(:mod:`mlip.calculators.openmm`) go through the same two functions. A payload or file that cannot
+be used raises :class:`mlip.errors.CheckpointError` (a ``ValueError``) naming its source.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_path
 from .config import PotentialConfig
+from .errors import CheckpointError, ConfigError
 from .potential import Potential
 
-__all__ = ["save", "load", "FORMAT", "FORMAT_VERSION", "UNITS"]
+__all__ = ["save", "load", "to_payload", "from_payload", "atomic_torch_save", "resolve_model", "FORMAT",
+           "FORMAT_VERSION", "UNITS"]
 
 FORMAT = "mlip.potential"
 FORMAT_VERSION = 1
@@ -110,7 +114,8 @@ def from_payload(payload, *, source: str = "model payload", dtype: str | torch.d
     return model.eval()
 
 
-_DTYPES = {"float32": torch.float32, "float64": torch.float64, torch.float32: torch.float32, torch.float64: torch.float64}
+_DTYPES = {"float32": torch.float32, "float64": torch.float64,
+           torch.float32: torch.float32, torch.float64: torch.float64}
 
 
 def resolve_model(model_or_path, *, device="cpu", dtype=None) -> Potential:
@@ -119,7 +124,7 @@ def resolve_model(model_or_path, *, device="cpu", dtype=None) -> Potential:
     import copy
 
     if dtype is not None and dtype not in _DTYPES:
-        raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+        raise ConfigError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
     if isinstance(model_or_path, Potential):
         model = model_or_path
         want = _DTYPES[dtype] if dtype is not None else model.dtype
@@ -135,7 +140,8 @@ def load(path, *, device: str | torch.device = "cpu", dtype: str | torch.dtype |
     """Read a model written by :func:`save` (``weights_only=True``) in eval mode.
 
     ``dtype``: ``"float32"``/``"float64"`` (or a torch dtype) to override the stored one.
-    Raises ``ValueError`` naming the file if it is not an mlip model file.
+    Raises :class:`~mlip.errors.CheckpointError` (a ``ValueError``) naming the file if it is not
+    a readable mlip model file, and ``FileNotFoundError`` if there is no such file.
     """
     path = Path(path)
     if not path.is_file():

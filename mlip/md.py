@@ -7,6 +7,11 @@ Example::
 
 Writes an ASE trajectory and a CSV log (step, time in fs, potential, kinetic and total
 energy in eV, temperature in K) every ``--log-every`` steps, with a progress bar.
+
+Layers: this module is an entry point (the ``mlip-md`` command), an application above every
+layer of mlip, so it may import :mod:`mlip.calculators` (the ASE calculator it runs the model
+through), which the model layer itself never does. It imports it inside :func:`main`, so that
+``import mlip.md`` stays light.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from mlip.allocator import add_cli_flag, tune_from_cli
+from mlip.errors import ConfigError
 
 __all__ = ["main", "build_parser", "run_md"]
 
@@ -118,7 +124,7 @@ def run_md(atoms, calculator, *, ensemble: str = "nve", steps: int = 1000, times
         dyn = Langevin(atoms, timestep=timestep * units.fs, temperature_K=temperature,
                        friction=friction / units.fs, fixcm=False, rng=rng)
     else:
-        raise ValueError(f"ensemble: expected 'nve' or 'nvt', got {ensemble!r}")
+        raise ConfigError(f"ensemble: expected 'nve' or 'nvt', got {ensemble!r}")
 
     rows: list[dict] = []
     log_file = open(log, "w", newline="") if log is not None else None

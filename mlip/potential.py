@@ -18,12 +18,13 @@ eV/Å, stress in eV/Å^3 with ASE's sign (positive under tension) as a full ``3x
 from __future__ import annotations
 
 import torch
-from ase.data import atomic_numbers as _Z, chemical_symbols
+from ase.data import atomic_numbers as _Z
+from ase.data import chemical_symbols
 from e3nn import o3
 
 from .blocks import Layer, LinearReadout, NonLinearReadout, hidden_irreps
 from .config import PotentialConfig
-from .errors import ConfigError
+from .errors import ConfigError, StructureError
 from .graph import MIN_DISTANCE
 from .radial import BesselBasis, PolynomialCutoff
 
@@ -44,6 +45,10 @@ class Potential(torch.nn.Module):
     * ``"energy"`` ``[B]`` eV, ``"energies"`` ``[N]`` eV per atom (always);
     * ``"forces"`` ``[N, 3]`` eV/Å (if ``forces``);
     * ``"stress"`` ``[B, 3, 3]`` eV/Å^3 (if ``stress``; every graph must be 3D periodic).
+
+    A structure it cannot handle (an element it does not know, no atoms, non-finite positions,
+    atoms closer than :data:`mlip.graph.MIN_DISTANCE`, stress of a non-periodic cell) raises
+    :class:`mlip.errors.StructureError` (a ``ValueError``) saying what is wrong.
     """
 
     def __init__(self, config: PotentialConfig):
@@ -133,7 +138,7 @@ class Potential(torch.nn.Module):
         """Set reference energies (eV) per element symbol; elements not named keep theirs."""
         unknown = [e for e in e0s if e not in self.config.elements]
         if unknown:
-            raise ValueError(f"set_e0s: element(s) {unknown} not in model elements {self.config.elements}")
+            raise ConfigError(f"set_e0s: element(s) {unknown} not in model elements {self.config.elements}")
         with torch.no_grad():
             for sym, v in e0s.items():
                 self.e0[self.config.elements.index(sym)] = float(v)
@@ -145,14 +150,15 @@ class Potential(torch.nn.Module):
 
     # -- evaluation ---------------------------------------------------------------------
     def element_index(self, atomic_numbers: torch.Tensor) -> torch.Tensor:
-        """Element index ``[N]`` of each atom; ``ValueError`` naming any element the model lacks."""
+        """Element index ``[N]`` of each atom; :class:`~mlip.errors.StructureError` naming any
+        element the model lacks."""
         z = atomic_numbers.to(torch.long)
         if z.numel() and (z.min() < 1 or z.max() > 118):
-            raise ValueError(f"atomic_numbers: values must be 1..118, got {sorted(set(z.tolist()))[:5]}")
+            raise StructureError(f"atomic_numbers: values must be 1..118, got {sorted(set(z.tolist()))[:5]}")
         idx = self.z_to_index.index_select(0, z)
         if (idx < 0).any():
             missing = sorted({chemical_symbols[int(v)] for v in z[idx < 0].tolist()})
-            raise ValueError(f"unknown element(s) {missing}: this model knows {self.config.elements}")
+            raise StructureError(f"unknown element(s) {missing}: this model knows {self.config.elements}")
         return idx
 
     def forward(self, data, *, forces: bool = True, stress: bool = False,
@@ -169,11 +175,11 @@ class Potential(torch.nn.Module):
         pos = data.pos
         n = pos.shape[0]
         if n == 0:
-            raise ValueError("empty structure: no atoms")
+            raise StructureError("empty structure: no atoms")
         device, dtype = self.e0.device, self.dtype
         pos = pos.to(device=device, dtype=dtype)
         if not torch.isfinite(pos).all():
-            raise ValueError("positions: NaN or infinite values")
+            raise StructureError("positions: NaN or infinite values")
         element = self.element_index(data.atomic_numbers.to(device))
         batch = getattr(data, "batch", None)
         batch = torch.zeros(n, dtype=torch.long, device=device) if batch is None else batch.to(device)
@@ -196,7 +202,7 @@ class Potential(torch.nn.Module):
             energies = self._atomic_energies(pos_s, cell_s, shifts, element, batch, edge_index)
             energy = torch.zeros(num_graphs, dtype=dtype, device=device).index_add_(0, batch, energies)
             if not torch.isfinite(energy).all():
-                raise ValueError("non-finite energy: check the input structure (positions, cell)")
+                raise StructureError("non-finite energy: check the input structure (positions, cell)")
             out = {"energy": energy, "energies": energies}
             inputs = ([pos] if forces else []) + ([strain] if stress else [])
             if inputs:
@@ -222,7 +228,7 @@ class Potential(torch.nn.Module):
         volume = torch.linalg.det(cell).abs()
         for g in range(cell.shape[0]):
             if not bool(pbc[g].all()) or float(volume[g]) <= 1e-12:
-                raise ValueError(
+                raise StructureError(
                     f"stress needs a 3D periodic cell with non-zero volume; graph {g} has "
                     f"pbc={pbc[g].tolist()} and volume {float(volume[g]):.3g} Å^3"
                 )
@@ -239,7 +245,7 @@ class Potential(torch.nn.Module):
         length = torch.linalg.vector_norm(vec, dim=1)
         if length.numel() and bool(length.min() < MIN_DISTANCE):
             k = int(torch.argmin(length))
-            raise ValueError(
+            raise StructureError(
                 f"positions: atoms {int(dst[k])} and {int(src[k])} (or a periodic image) are "
                 f"{float(length[k].detach()):.3g} Å apart (< {MIN_DISTANCE} Å)"
             )

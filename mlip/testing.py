@@ -1,8 +1,10 @@
 """Checks any potential should pass, in the library so that every model and test can use them.
 
-``symmetry_errors(model, atoms)`` applies a random rotation, a random rotation-inversion,
-a translation and a permutation of the atoms and reports how far energy, per-atom
-energies, forces (and stress, for 3D periodic cells) are from the transformed originals.
+``predict(model, atoms)`` returns a model's energy, per-atom energies, forces (and stress) for
+one structure as numpy arrays. ``symmetry_errors(model, atoms)`` applies a random rotation, a
+random rotation-inversion, a translation and a permutation of the atoms and reports how far
+energy, per-atom energies, forces (and stress, for 3D periodic cells) are from the transformed
+originals.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from mlip.kernels.testing import random_orthogonal
 
 from .graph import atoms_to_graph
 
-__all__ = ["evaluate", "symmetry_errors", "max_abs"]
+__all__ = ["predict", "symmetry_errors", "max_abs"]
 
 
-def evaluate(model, atoms, *, stress: bool | None = None) -> dict[str, np.ndarray]:
-    """Energy ``[1]``, energies ``[N]``, forces ``[N, 3]`` (and stress ``[1, 3, 3]`` when
-    ``stress``, default: the cell is 3D periodic) of one ``ase.Atoms`` as float64 numpy arrays."""
+def predict(model, atoms, *, stress: bool | None = None) -> dict[str, np.ndarray]:
+    """The model's predictions for one ``ase.Atoms`` as float64 numpy arrays: energy ``[1]``,
+    energies ``[N]``, forces ``[N, 3]`` (and stress ``[1, 3, 3]`` when ``stress``, default: the
+    cell is 3D periodic)."""
     if stress is None:
         stress = bool(atoms.pbc.all())
     out = model(atoms_to_graph(atoms, model.r_max), forces=True, stress=stress, create_graph=False)
@@ -34,7 +37,7 @@ def symmetry_errors(model, atoms, *, seed: int = 0) -> dict[str, float]:
     ``energy`` (eV), ``energies`` (eV), ``forces`` (eV/Å), ``stress`` (eV/Å^3, periodic
     cells only). The cell is transformed with the positions.
     """
-    ref = evaluate(model, atoms)
+    ref = predict(model, atoms)
     rng = np.random.default_rng(seed)
     errors: dict[str, float] = {}
 
@@ -55,12 +58,12 @@ def symmetry_errors(model, atoms, *, seed: int = 0) -> dict[str, float]:
         moved = atoms.copy()
         moved.positions = atoms.positions @ Q.T
         moved.cell = atoms.cell.array @ Q.T
-        compare(op, evaluate(model, moved), Q=Q)
+        compare(op, predict(model, moved), Q=Q)
     moved = atoms.copy()
     moved.positions = atoms.positions + rng.normal(scale=3.0, size=3)
-    compare("translation", evaluate(model, moved))
+    compare("translation", predict(model, moved))
     perm = rng.permutation(len(atoms))
-    compare("permutation", evaluate(model, atoms[perm]), perm=perm)
+    compare("permutation", predict(model, atoms[perm]), perm=perm)
     return errors
 
 

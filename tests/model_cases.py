@@ -1,5 +1,5 @@
 """Small models for every backend and a few structures, shared by tests/mlip and
-tests/calculators (on pytest's pythonpath)."""
+tests/calculators through the ``h`` fixture of ``tests/conftest.py`` (on pytest's pythonpath)."""
 
 from __future__ import annotations
 

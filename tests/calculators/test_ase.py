@@ -7,8 +7,11 @@ from ase.calculators.fd import calculate_numerical_forces, calculate_numerical_s
 
 import mlip
 from mlip.calculators import MLIPCalculator
+from mlip.errors import ConfigError, StructureError
+from mlip.kernels.tp import BACKENDS as TP_BACKENDS
 
-BACKENDS = ("cg", "gaunt", "grid", "cp")
+#: every registered tensor-product backend
+BACKENDS = tuple(TP_BACKENDS)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -110,16 +113,16 @@ def test_bad_input(h, tmp_path):
     calc = MLIPCalculator(h.model("cg"))
     atoms = molecule("H2O")
     atoms.positions[0, 0] = np.nan
-    with pytest.raises(ValueError, match="NaN"):
+    with pytest.raises(StructureError, match="NaN"):
         calc.get_potential_energy(atoms)
     fe = bulk("Fe", "bcc", a=2.87)
-    with pytest.raises(ValueError, match="Fe"):
+    with pytest.raises(StructureError, match="Fe"):
         calc.get_potential_energy(fe)
     with pytest.raises(TypeError):
         MLIPCalculator(42)
     with pytest.raises(FileNotFoundError):
         MLIPCalculator(tmp_path / "missing.pt")
-    with pytest.raises(ValueError, match="dtype"):
+    with pytest.raises(ConfigError, match="dtype"):
         MLIPCalculator(h.model("cg"), dtype="float16")
 
 

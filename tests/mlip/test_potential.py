@@ -3,14 +3,17 @@ import pytest
 import torch
 from ase import Atoms
 from ase.build import molecule
-from mlip.kernels import TensorProduct
-from mlip.kernels.tp.power import SymmetricPower
 
 import mlip
 import mlip.blocks
-from mlip.testing import evaluate, max_abs, symmetry_errors
+from mlip.errors import ConfigError, StructureError
+from mlip.kernels import TensorProduct
+from mlip.kernels.tp import BACKENDS as TP_BACKENDS
+from mlip.kernels.tp.power import SymmetricPower
+from mlip.testing import max_abs, predict, symmetry_errors
 
-BACKENDS = ("cg", "gaunt", "grid", "cp")
+#: every registered tensor-product backend
+BACKENDS = tuple(TP_BACKENDS)
 
 
 def test_outputs_shapes_and_dtype(h):
@@ -33,7 +36,7 @@ def test_symmetries(h, backend, dtype):
     translations and permutations (cp below full rank: approximately, see below)."""
     model = h.model(backend, dtype)
     for atoms in (h.ethanol(), h.crystal()):
-        ref = evaluate(model, atoms)
+        ref = predict(model, atoms)
         scale = {"energy": max_abs(ref["energy"]) + 1, "energies": max_abs(ref["energies"]) + 1,
                  "forces": max_abs(ref["forces"]) + 1e-3}
         if "stress" in ref:
@@ -56,7 +59,7 @@ def test_cp_full_rank_is_exactly_equivariant(h):
 def test_float32_matches_float64(h):
     m64 = h.model("cg", "float64")
     m32 = h.model("cg", "float32")
-    a, b = evaluate(m64, h.crystal()), evaluate(m32, h.crystal())
+    a, b = predict(m64, h.crystal()), predict(m32, h.crystal())
     for k in a:
         assert np.allclose(a[k], b[k], rtol=1e-4, atol=1e-5 * (max_abs(a[k]) + 1e-3)), k
 
@@ -71,7 +74,7 @@ def test_smooth_at_cutoff(h, backend):
     def at(r):
         atoms = base.copy()
         atoms += Atoms("C", positions=[base.positions[0] + [r, 0.0, 0.0]])  # crosses the O cutoff
-        return evaluate(model, atoms)
+        return predict(model, atoms)
 
     far = at(r_max + 0.5)
     for d in (1e-2, 1e-3):
@@ -89,7 +92,7 @@ def test_far_apart_molecules_add_up(h, backend):
     model = h.model(backend)
     a, b = h.ethanol(), molecule("H2O")
     b.positions += [30.0, 0.0, 0.0]
-    ea, eb, eab = evaluate(model, a), evaluate(model, b), evaluate(model, a + b)
+    ea, eb, eab = predict(model, a), predict(model, b), predict(model, a + b)
     assert abs(eab["energy"][0] - ea["energy"][0] - eb["energy"][0]) < 1e-10
     assert np.allclose(eab["energies"], np.concatenate([ea["energies"], eb["energies"]]), atol=1e-12)
     assert np.allclose(eab["forces"], np.concatenate([ea["forces"], eb["forces"]]), atol=1e-12)
@@ -98,7 +101,7 @@ def test_far_apart_molecules_add_up(h, backend):
 def test_batch_equals_separate_calls(h):
     model = h.model("grid")
     structures = [h.ethanol(), h.crystal(), molecule("H2O")]
-    sep = [evaluate(model, s) for s in structures]
+    sep = [predict(model, s) for s in structures]
     with torch.no_grad():  # derivatives still come back; outputs detached
         out = model(mlip.batch_graphs([mlip.atoms_to_graph(s, model.r_max) for s in structures]))
     assert not out["energy"].requires_grad and not out["forces"].requires_grad
@@ -107,7 +110,7 @@ def test_batch_equals_separate_calls(h):
     cells = [h.crystal(1), h.crystal(2)]
     out = model(mlip.batch_graphs([mlip.atoms_to_graph(s, model.r_max) for s in cells]), stress=True)
     for k, s in enumerate(cells):
-        assert np.allclose(out["stress"][k].detach().numpy(), evaluate(model, s)["stress"][0], atol=1e-12)
+        assert np.allclose(out["stress"][k].detach().numpy(), predict(model, s)["stress"][0], atol=1e-12)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -138,30 +141,30 @@ def test_per_site_override(h):
 def test_lower_correlation_orders(h, correlation):
     for backend in ("cg", "grid"):
         model = h.model(backend, correlation=correlation, l_max=1)
-        assert np.isfinite(evaluate(model, h.crystal())["forces"]).all()
+        assert np.isfinite(predict(model, h.crystal())["forces"]).all()
 
 
 def test_e0s(h):
     model = h.model("cg")
     atoms = h.ethanol()
-    e = evaluate(model, atoms)
+    e = predict(model, atoms)
     model.set_e0s({"H": -13.6, "O": -2040.0})
-    e2 = evaluate(model, atoms)
+    e2 = predict(model, atoms)
     counts = {s: atoms.get_chemical_symbols().count(s) for s in "HO"}
     assert np.isclose(e2["energy"][0] - e["energy"][0], -13.6 * counts["H"] - 2040.0 * counts["O"])
     assert np.allclose(e2["forces"], e["forces"])
     assert model.e0s() == {"H": -13.6, "C": 0.0, "O": -2040.0, "Cu": 0.0}
     assert model.config.e0s["O"] == -2040.0
     m2 = h.model("cg", e0s={"H": -13.6, "O": -2040.0})
-    assert np.allclose(evaluate(m2, atoms)["energies"], e2["energies"])
-    with pytest.raises(ValueError, match="Fe"):
+    assert np.allclose(predict(m2, atoms)["energies"], e2["energies"])
+    with pytest.raises(ConfigError, match="Fe"):
         model.set_e0s({"Fe": 1.0})
 
 
 def test_isolated_atoms_have_no_forces(h):
     model = h.model("grid")
     atoms = Atoms("HO", positions=[[0, 0, 0], [0, 0, 20.0]])
-    out = evaluate(model, atoms)
+    out = predict(model, atoms)
     assert np.array_equal(out["forces"], np.zeros((2, 3)))
     assert np.isclose(out["energy"][0], out["energies"].sum())
 
@@ -180,7 +183,7 @@ def test_unknown_element_is_named(h):
     model = h.model("cg")
     atoms = molecule("H2O")
     atoms.numbers[0] = 26
-    with pytest.raises(ValueError, match=r"unknown element.*Fe"):
+    with pytest.raises(StructureError, match=r"unknown element.*Fe"):
         model(mlip.atoms_to_graph(atoms, 5.0))
 
 
@@ -190,7 +193,7 @@ def test_non_finite_positions_reach_no_nan(h):
     for bad in (float("nan"), float("inf")):
         g2 = g.clone()
         g2.pos[0, 0] = bad
-        with pytest.raises(ValueError, match="NaN or infinite"):
+        with pytest.raises(StructureError, match="NaN or infinite"):
             model(g2)
 
 
@@ -198,13 +201,13 @@ def test_coincident_atoms_in_a_graph(h):
     model = h.model("cg")
     g = mlip.atoms_to_graph(molecule("H2O"), 5.0)
     g.pos[1] = g.pos[0]
-    with pytest.raises(ValueError, match="apart"):
+    with pytest.raises(StructureError, match="apart"):
         model(g)
 
 
 def test_stress_needs_periodic_cell(h):
     model = h.model("cg")
-    with pytest.raises(ValueError, match="3D periodic"):
+    with pytest.raises(StructureError, match="3D periodic"):
         model(mlip.atoms_to_graph(molecule("H2O"), 5.0), stress=True)
 
 
@@ -212,7 +215,7 @@ def test_empty_graph(h):
     model = h.model("cg")
     g = mlip.atoms_to_graph(molecule("H2O"), 5.0)
     g.pos = g.pos[:0]
-    with pytest.raises(ValueError, match="empty"):
+    with pytest.raises(StructureError, match="empty"):
         model(g)
 
 
@@ -293,3 +296,41 @@ def test_low_memory_recompute_changes_nothing(h, backend):
         _set_edge_chunk(m, 11)
     g = mlip.atoms_to_graph(h.crystal(2), plain.r_max)
     _assert_same_training_outputs(plain, low, g, rtol=1e-12)
+
+
+# -- backend registry ------------------------------------------------------------------
+
+@pytest.fixture(params=["cg", "grid"])
+def registered_backend(request):
+    """A subclass of a built-in backend registered under a new name (``(name, parent)``),
+    removed from the registry after the test."""
+    from mlip.kernels.tp import register_backend
+
+    parent = TP_BACKENDS[request.param]
+    cls = type(f"Registered{parent.__name__}", (parent,), {"name": f"test-{request.param}-copy"})
+    register_backend(cls)
+    try:
+        yield cls.name, request.param
+    finally:
+        del TP_BACKENDS[cls.name]
+
+
+def test_registered_backend_is_accepted_and_behaves_as_its_parent(h, registered_backend):
+    """A backend added with ``register_backend`` is a valid ``tp_backend`` and gives the same
+    numbers as the backend it subclasses (the model decides by class, not by name)."""
+    name, parent = registered_backend
+    assert mlip.PotentialConfig(elements=["H"], tp_backend=name).tp_backend == name
+    new, old = h.model(name), h.model(parent)
+    tps = [m for m in new.modules() if isinstance(m, TensorProduct)]
+    assert tps and all(tp.backend == name and type(tp.impl) is TP_BACKENDS[name] for tp in tps)
+    assert sum(isinstance(m, SymmetricPower) for m in new.modules()) == sum(
+        isinstance(m, SymmetricPower) for m in old.modules())
+    for atoms in (h.ethanol(), h.crystal()):
+        a, b = predict(new, atoms), predict(old, atoms)
+        for k in b:
+            assert np.array_equal(a[k], b[k]), k
+
+
+def test_unregistered_backend_is_refused():
+    with pytest.raises(ConfigError, match="tp_backend.*test-unregistered"):
+        mlip.PotentialConfig(elements=["H"], tp_backend="test-unregistered")

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from one_thread import _one_thread  # noqa: F401  (autouse fixture)
 
 ROOT = Path(__file__).resolve().parents[2]
 ETHANOL = ROOT / "tests" / "datasets" / "data" / "rmd17_ethanol_50.xyz"
@@ -47,10 +46,11 @@ def write_config(path: Path, cfg: dict) -> Path:
     return path
 
 
-def run_cli(*args, timeout=300, **popen) -> subprocess.CompletedProcess:
-    """``python -m mlip.train ARGS`` in a fresh process with one thread."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return subprocess.run([PYTHON, "-m", "mlip.train", *map(str, args)], capture_output=True, text=True,
+def run_cli(*args, timeout=300, module="mlip.train", env=None, **popen) -> subprocess.CompletedProcess:
+    """``python -m mlip.train ARGS`` (or another ``module``) in a fresh process with one thread;
+    ``env``: extra environment variables (e.g. :func:`without_matplotlib`)."""
+    env = dict(os.environ, **(env or {}), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return subprocess.run([PYTHON, "-m", module, *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=ROOT, **popen)
 
 
@@ -67,6 +67,16 @@ def params_of(checkpoint: Path) -> dict:
     return out
 
 
+def without_matplotlib(folder: Path) -> dict:
+    """Environment variables for a subprocess in which ``import matplotlib`` fails as if it were not installed
+    (a stand-in package that raises ImportError, first on ``PYTHONPATH``)."""
+    fake = folder / "no_matplotlib" / "matplotlib"
+    fake.mkdir(parents=True, exist_ok=True)
+    (fake / "__init__.py").write_text("raise ImportError(\"No module named 'matplotlib'\")\n")
+    path = os.pathsep.join(filter(None, [str(fake.parent), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path}
+
+
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory) -> Path:
     """One cache of converted extxyz files for the whole session."""
@@ -74,9 +84,32 @@ def cache_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, cache_dir):
+    """One finished 6-step run with plots (a :class:`~mlip.train.FitResult`), shared by the tests."""
+    from mlip.train import fit
+    from mlip.train.config import config_from_dict
+
+    out = tmp_path_factory.mktemp("fit") / "run"
+    return fit(config_from_dict(tiny_config(out, cache_dir, train={"plots": True, "progress": True})))
+
+
+@pytest.fixture(scope="session")
+def short_run(tmp_path_factory, cache_dir):
+    """A finished 4-step run ``(out, config dict)`` to damage copies of."""
+    from mlip.train import fit
+    from mlip.train.config import config_from_dict
+
+    out = tmp_path_factory.mktemp("bad") / "run"
+    cfg = tiny_config(out, cache_dir, train={"max_steps": 4, "checkpoint_every": 2, "val_every": 2})
+    fit(config_from_dict(cfg))
+    return out, cfg
+
+
+@pytest.fixture(scope="session")
 def t():
-    """Helpers: ``t.config(out, cache, **sections)``, ``t.write``, ``t.cli``, ``t.params``, ``t.ETHANOL``."""
+    """Helpers: ``t.config(out, cache, **sections)``, ``t.write``, ``t.cli``, ``t.params``, ``t.ETHANOL``,
+    ``t.without_matplotlib``."""
     from types import SimpleNamespace
 
     return SimpleNamespace(config=tiny_config, write=write_config, cli=run_cli, params=params_of, ETHANOL=ETHANOL,
-                           ROOT=ROOT, PYTHON=PYTHON)
+                           ROOT=ROOT, PYTHON=PYTHON, without_matplotlib=without_matplotlib)
