@@ -138,7 +138,7 @@ def main(argv=None) -> int:
             print(json.dumps(info, indent=1) if a.json else format_info(info))
             return 0
         return _split(a)
-    except (DataError, FileExistsError, FileNotFoundError, ValueError) as exc:
+    except (DataError, FileExistsError, FileNotFoundError, ValueError, ImportError) as exc:  # ImportError: an extra
         print(f"mlip-data {a.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -2,8 +2,9 @@
 
 A block is converted to torch once (:class:`BlockSamples`); a sample is then
 a set of slices of the block tensors in a ``Data`` built without its
-``__init__`` (see :func:`fast_data`): 15-30 µs per structure on the 2-core
-test machine. Building samples one h5py read at a time costs ~200 µs each.
+``__init__`` (see :func:`fast_data`), much cheaper than one h5py read per
+structure and field. Measured rates: the data-pipeline section of
+``benchmarks/README.md`` (``benchmarks/data.py``).
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ if _FAST:
 def fast_data(mapping: dict) -> Data:
     """A ``Data`` holding ``mapping`` (key -> tensor; taken over, not copied).
 
-    Fills the internal store directly (1.5 µs instead of ~5 µs plus ~1 µs per
-    key through ``Data.__init__``); falls back to the public constructor if
+    Fills the internal store directly instead of going through ``Data.__init__``
+    per key; falls back to the public constructor if
     this torch_geometric lays out ``Data`` differently than 2.x does.
     """
     if not _FAST:

@@ -96,5 +96,3 @@ FIELDS: tuple[Field, ...] = (
 )
 FIELD_BY_NAME = {f.name: f for f in FIELDS}
 OPTIONAL_FIELDS = tuple(f.name for f in FIELDS if not f.required)
-ATOM_FIELDS = tuple(f.name for f in FIELDS if f.per_atom)
-STRUCTURE_FIELDS = tuple(f.name for f in FIELDS if not f.per_atom)

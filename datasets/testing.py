@@ -3,22 +3,47 @@
 Labels are real: ASE's EMT calculator (CO on Cu(111) relaxations, rattled
 bulk Cu with stress) or frames passed in (e.g. the rMD17 excerpt). The files
 are written with the same libraries and layouts as the originals: LMDB via
-``lmdb``, gzip + pickle values, pickled torch-geometric ``Data``, extxyz with
-OC20 ``.txt`` companions, ``.xz`` via ``lzma``.
+``lmdb`` (the ``lmdb`` extra, imported when an LMDB file is written), gzip +
+pickle values, pickled torch-geometric ``Data``, extxyz with OC20 ``.txt``
+companions, ``.xz`` via ``lzma``.
+
+:func:`shared_data_dir` finds the shared folder of real DFT data sets that some
+tests and benchmarks read.
 """
 
 from __future__ import annotations
 
 import gzip
 import lzma
+import os
 import pickle
 from pathlib import Path
 
-import lmdb
 import numpy as np
 
+from .sources.lmdb_files import import_lmdb
 from .units import BOHR_ANGSTROM, HARTREE_EV
 from .writer import ShardWriter
+
+SHARED_DATA_ENV = "MLIP_SHARED_DATA"
+
+
+def shared_data_dir() -> Path | None:
+    """The folder of shared DFT data sets (``rmd17/``, ``3bpa/``, ...), or ``None``.
+
+    ``$MLIP_SHARED_DATA`` when set (returned as given, even if it does not exist: callers
+    then name the missing file); else ``shared/data`` next to the source checkout this package
+    was imported from (``<checkout>/../shared/data``), if that folder exists. An installed
+    (non-editable) package has no checkout and finds nothing there.
+    """
+    env = os.environ.get(SHARED_DATA_ENV)
+    if env:
+        return Path(env).expanduser()
+    root = Path(__file__).resolve().parents[1]  # datasets/ -> the checkout, in a source tree
+    if not (root / "pyproject.toml").is_file():
+        return None
+    candidate = root.parent / "shared" / "data"
+    return candidate if candidate.is_dir() else None
 
 
 def emt_co_on_cu(steps: int = 12, seed: int = 0, size=(2, 2, 3)) -> list:
@@ -133,7 +158,12 @@ def atoms_to_data(atoms, sid: int, fid: int, energy: float | None = None):
 
 
 def write_lmdb(path: str | Path, items: dict, map_size: int = 1 << 30) -> Path:
-    """Write ``{key bytes: value bytes}`` to a single-file LMDB (``subdir=False``)."""
+    """Write ``{key bytes: value bytes}`` to a single-file LMDB (``subdir=False``).
+
+    Raises:
+        ImportError: if the ``lmdb`` extra is not installed.
+    """
+    lmdb = import_lmdb()
     path = Path(path)
     env = lmdb.open(str(path), subdir=False, map_size=map_size, lock=True)
     with env.begin(write=True) as txn:

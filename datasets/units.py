@@ -15,9 +15,6 @@ HARTREE_EV = 27.211386245988
 BOHR_ANGSTROM = 0.529177210903
 """One Bohr in Å."""
 
-HARTREE_PER_BOHR_EV_PER_ANGSTROM = HARTREE_EV / BOHR_ANGSTROM
-"""Multiply a Hartree/Bohr gradient or force by this to get eV/Å."""
-
 MAX_Z = 118
 """Largest atomic number accepted."""
 

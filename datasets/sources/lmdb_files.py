@@ -3,17 +3,36 @@
 LMDB maps the file into memory; reading a page past the end of a truncated
 file would kill the process with SIGBUS. :func:`open_lmdb` therefore compares
 the file size with the page count the LMDB header claims before any read.
+
+The ``lmdb`` package is an optional extra (``pip install 'mlip[lmdb]'``), imported only
+when an LMDB file is opened (:func:`import_lmdb`).
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
-
-import lmdb
+from typing import TYPE_CHECKING, Iterator
 
 from ..errors import DataError
+
+if TYPE_CHECKING:
+    import lmdb
+
+LMDB_MISSING = "LMDB files need the lmdb package: pip install 'mlip[lmdb]'"
+
+
+def import_lmdb():
+    """The ``lmdb`` module.
+
+    Raises:
+        ImportError: naming the extra to install when ``lmdb`` is missing.
+    """
+    try:
+        import lmdb
+    except ImportError as exc:
+        raise ImportError(LMDB_MISSING) from exc
+    return lmdb
 
 
 def open_lmdb(path: str | Path) -> lmdb.Environment:
@@ -21,7 +40,9 @@ def open_lmdb(path: str | Path) -> lmdb.Environment:
 
     Raises:
         DataError (fatal): if it is not an LMDB file, or is truncated.
+        ImportError: if the ``lmdb`` extra is not installed.
     """
+    lmdb = import_lmdb()
     path = Path(path)
     subdir = path.is_dir()
     data_file = path / "data.mdb" if subdir else path
@@ -38,15 +59,6 @@ def open_lmdb(path: str | Path) -> lmdb.Environment:
     return env
 
 
-def count_entries(path: str | Path) -> int:
-    """Number of entries of an LMDB file."""
-    env = open_lmdb(path)
-    try:
-        return env.stat()["entries"]
-    finally:
-        env.close()
-
-
 def iter_lmdb(path: Path, state: dict | None, skip_keys=()) -> Iterator[tuple[int, bytes, bytes]]:
     """``(n, key, value)`` for the entries of an LMDB file in key order.
 
@@ -57,6 +69,7 @@ def iter_lmdb(path: Path, state: dict | None, skip_keys=()) -> Iterator[tuple[in
     Raises:
         DataError (fatal): if the file cannot be opened or read.
     """
+    lmdb = import_lmdb()
     env = open_lmdb(path)
     n = 0
     try:

@@ -1,60 +1,31 @@
-"""Make ``mlip.datasets`` importable from a source checkout that is not pip-installed.
-
-With ``pip install -e .`` this does nothing. Otherwise it maps the package
-names of ``[tool.setuptools.package-dir]`` in pyproject.toml onto their
-folders, as the installed package would.
-"""
+"""Fixtures of the dataset tests: committed real data, EMT-labelled structures, shared DFT files."""
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
-import importlib.util
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+import pytest
 
-
-class _PackageDirFinder(importlib.abc.MetaPathFinder):
-    def __init__(self, mapping: dict[str, Path]):
-        self.mapping = mapping
-
-    def find_spec(self, fullname, path=None, target=None):
-        folder = self.mapping.get(fullname)
-        if folder is None:
-            return None
-        init = folder / "__init__.py"
-        if init.exists():
-            return importlib.util.spec_from_file_location(fullname, init, submodule_search_locations=[str(folder)])
-        spec = importlib.machinery.ModuleSpec(fullname, None, is_package=True)
-        spec.submodule_search_locations = [str(folder)]
-        return spec
-
-
-def _ensure_importable() -> None:
-    try:
-        importlib.import_module("mlip.datasets")
-        return
-    except ImportError:
-        for name in [m for m in sys.modules if m == "mlip" or m.startswith("mlip.")]:
-            del sys.modules[name]
-    import tomllib  # Python >= 3.11; only needed without an installed mlip
-
-    cfg = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    dirs = cfg["tool"]["setuptools"]["package-dir"]
-    sys.meta_path.insert(0, _PackageDirFinder({k: ROOT / v for k, v in dirs.items()}))
-    importlib.import_module("mlip.datasets")
-
-
-_ensure_importable()
-
-
-# -- shared fixtures ----------------------------------------------------------
-import pytest  # noqa: E402
+from mlip.datasets.testing import shared_data_dir
 
 DATA = Path(__file__).resolve().parent / "data"
-SHARED = Path("/work/shared/data")
+
+
+@pytest.fixture(scope="session")
+def shared_file():
+    """``shared_file("rmd17", "aspirin_train_01.xyz")``: a file of the shared DFT data folder
+    (:func:`mlip.datasets.testing.shared_data_dir`); the test is skipped when it is absent."""
+
+    def get(*parts: str) -> Path:
+        root = shared_data_dir()
+        if root is None:
+            pytest.skip("no shared DFT data folder (set MLIP_SHARED_DATA to it)")
+        path = root.joinpath(*parts)
+        if not path.exists():
+            pytest.skip(f"{path} not present")
+        return path
+
+    return get
 
 
 @pytest.fixture(scope="session")

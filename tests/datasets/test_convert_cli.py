@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -161,3 +163,26 @@ def test_compression_option(tmp_path, rmd17_excerpt):
         assert f["positions"].compression == "lzf"
     assert len(HDF5Dataset(r.paths[0])) == 50
     assert os.path.getsize(r.paths[0]) > 0
+
+
+def test_lmdb_is_an_optional_extra(tmp_path, pcq_source, rmd17_excerpt, monkeypatch, capsys):
+    from mlip.datasets.sources.lmdb_files import import_lmdb
+    from mlip.datasets.testing import write_lmdb
+
+    monkeypatch.setitem(sys.modules, "lmdb", None)  # as if the lmdb package were not installed
+    with pytest.raises(ImportError, match=r"pip install 'mlip\[lmdb\]'"):
+        import_lmdb()
+    with pytest.raises(ImportError, match=r"pip install 'mlip\[lmdb\]'"):
+        write_lmdb(tmp_path / "x.lmdb", {b"k": b"v"})
+    assert main(["convert", "--format", "pubchemqcr", str(pcq_source), "-o", str(tmp_path / "p.h5"), "--quiet"]) == 2
+    assert "pip install 'mlip[lmdb]'" in capsys.readouterr().err
+    assert not (tmp_path / "p.h5").exists()
+    # a fresh interpreter without lmdb: the CLI, its help and extxyz conversion work
+    code = ("import sys; sys.modules['lmdb'] = None\n"
+            "from mlip.datasets.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+            f"sys.exit(main(['convert', '--format', 'extxyz', {str(rmd17_excerpt)!r}, '-o', {str(tmp_path / 'e.h5')!r},"
+            " '--quiet']))\n")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert "mlip-data" in run.stdout and "wrote 50 structures" in run.stdout

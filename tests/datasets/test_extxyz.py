@@ -2,7 +2,6 @@
 
 import gzip
 import shutil
-from pathlib import Path
 
 import ase.io
 import numpy as np
@@ -11,8 +10,7 @@ import pytest
 from mlip.datasets import DataError, HDF5Dataset, convert
 from mlip.datasets.sources import SourceOptions
 from mlip.datasets.sources.xyz_frames import _ase_parse, _fast_parse, iter_frames
-
-SHARED = Path("/work/shared/data")
+from mlip.datasets.testing import shared_data_dir
 
 
 def _check_against(ds, frames, energy_key=None):
@@ -51,9 +49,8 @@ def test_frame_trajectories_split_by_frame_or_file(tmp_path, rmd17_excerpt):
     assert sorted(r.splits.values()) == [0, 0, 50]  # one trajectory: all in one split
 
 
-@pytest.mark.skipif(not (SHARED / "3bpa" / "train_300K.xyz").exists(), reason="/work/shared/data/3bpa not present")
-def test_3bpa_real_file(tmp_path):
-    src = SHARED / "3bpa" / "train_300K.xyz"
+def test_3bpa_real_file(tmp_path, shared_file):
+    src = shared_file("3bpa", "train_300K.xyz")
     frames = ase.io.read(src, ":40")
     head = tmp_path / "3bpa40.xyz"  # the first 40 frames, verbatim
     head.write_text("".join(src.read_text().splitlines(keepends=True)[: 40 * 29]))
@@ -63,9 +60,8 @@ def test_3bpa_real_file(tmp_path):
     assert ds.shards[0].attrs["energy_key"] == "energy" and not ds[0].pbc.any()
 
 
-@pytest.mark.skipif(not (SHARED / "rmd17" / "aspirin_train_01.xyz").exists(), reason="/work/shared/data absent")
-def test_full_rmd17_aspirin(tmp_path):
-    src = SHARED / "rmd17" / "aspirin_train_01.xyz"
+def test_full_rmd17_aspirin(tmp_path, shared_file):
+    src = shared_file("rmd17", "aspirin_train_01.xyz")
     r = convert("extxyz", [src], tmp_path / "a.h5", options=SourceOptions(pbc="none"), progress=False)
     assert r.n_structures == 1000 and r.n_atoms == 21000
 
@@ -110,8 +106,9 @@ def test_fast_parser_matches_ase(tmp_path, rmd17_excerpt, bulk_cu_frames, co_cu_
     ase.io.write(tmp_path / "cu.xyz", bulk_cu_frames, format="extxyz")
     ase.io.write(tmp_path / "co.xyz", co_cu_systems[0][1], format="extxyz")
     files += [tmp_path / "cu.xyz", tmp_path / "co.xyz"]
-    if (SHARED / "3bpa" / "train_300K.xyz").exists():
-        ase.io.write(tmp_path / "b.xyz", ase.io.read(SHARED / "3bpa" / "train_300K.xyz", ":5"), format="extxyz")
+    shared = shared_data_dir()
+    if shared is not None and (shared / "3bpa" / "train_300K.xyz").exists():
+        ase.io.write(tmp_path / "b.xyz", ase.io.read(shared / "3bpa" / "train_300K.xyz", ":5"), format="extxyz")
         files.append(tmp_path / "b.xyz")
     for path in files:
         for raw in list(iter_frames(path))[:5]:
