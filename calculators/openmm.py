@@ -82,8 +82,31 @@ def _rebuild_evaluator(payload: dict, numbers, periodic: bool, device: str):
     """
     if device.startswith("cuda") and not torch.cuda.is_available():
         device = "cpu"  # a System written on a GPU machine, read on one without
-    model = from_payload(payload, source="pickled MLIPForce")
+    try:
+        model = from_payload(payload, source="pickled MLIPForce")
+    except Exception as exc:
+        # OpenMM (8.6) dies with a segmentation fault when unpickling a PythonForce's function
+        # raises inside XmlSerializer.deserialize: refuse on the first evaluation instead,
+        # which OpenMM reports as an OpenMMException with this message
+        return _RefusedEvaluator(exc, (payload, numbers, periodic, device))
     return _Evaluator(model.to(device).eval(), numbers, periodic)
+
+
+class _RefusedEvaluator:
+    """Stands in for an :class:`_Evaluator` whose pickled model could not be used: every call
+    raises that error (e.g. :class:`~mlip.errors.CheckpointError` for a foreign payload)."""
+
+    def __init__(self, error: Exception, args: tuple):
+        self.error, self.args = error, args
+
+    def __reduce__(self):
+        return _rebuild_evaluator, self.args
+
+    def evaluate(self, positions_nm, box_nm):
+        raise self.error
+
+    def __call__(self, state):
+        raise self.error
 
 
 class _Evaluator:

@@ -26,6 +26,7 @@ from openmmml import MLPotential  # noqa: E402
 import mlip  # noqa: E402
 from mlip.calculators import MLIPCalculator  # noqa: E402
 from mlip.calculators.openmm import EV_TO_KJ_PER_MOL, MLIPForce  # noqa: E402
+from mlip.errors import CheckpointError, ConfigError, StructureError  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 ELEMENTS = ["H", "C", "N", "O"]
@@ -203,6 +204,42 @@ def test_xml_round_trip(model):
     np.testing.assert_array_equal(f2, f1)
 
 
+@pytest.mark.parametrize("key, value, words", [
+    ("format", "something-else", "not an mlip model file"),
+    ("format_version", 99, "model format version 99 is not supported"),
+])
+def test_pickled_force_with_a_foreign_payload_is_refused(model, monkeypatch, key, value, words):
+    """The force pickles as a model file's payload (``mlip.io.to_payload``) and unpickles through
+    ``mlip.io.from_payload``: a wrong format or version is refused with ``mlip.load``'s message,
+    on the first evaluation (OpenMM 8.6 dies of a segmentation fault when unpickling raises
+    inside ``XmlSerializer.deserialize``), by plain ``pickle`` and through OpenMM's XML."""
+    import pickle
+
+    import mlip.calculators.openmm as mlip_openmm
+    from mlip.io import to_payload
+
+    atoms = ethanol()
+    good = MLIPForce(model, atoms.numbers)
+    monkeypatch.setattr(mlip_openmm, "to_payload", lambda m: {**to_payload(m), key: value})
+    mlf = MLIPForce(model, atoms.numbers)
+    refused = pickle.loads(pickle.dumps(mlf._evaluator))
+    with pytest.raises(CheckpointError, match=f"pickled MLIPForce: {words}"):
+        refused.evaluate(atoms.positions / 10, None)
+    again = pickle.loads(pickle.dumps(refused))  # still refused after another round trip
+    with pytest.raises(CheckpointError, match=words):
+        again(None)
+    system = system_of(atoms)
+    mlf.add_to(system)
+    copy = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
+    with pytest.raises(openmm.OpenMMException, match=words):
+        context(copy, atoms.positions).getState(getEnergy=True)
+    monkeypatch.undo()  # the same force with the real payload computes
+    system = system_of(atoms)
+    good.add_to(system)
+    copy = openmm.XmlSerializer.deserialize(openmm.XmlSerializer.serialize(system))
+    assert np.isfinite(energy_forces(context(copy, atoms.positions))[0])
+
+
 # -- dynamics ------------------------------------------------------------------------------------
 def test_langevin_1000_steps_float32(md_model_path):
     """1,000 LangevinMiddleIntegrator steps (0.5 fs, CPU platform) with a float32 model stay finite and warm."""
@@ -314,7 +351,8 @@ def test_mixed_system_openmmml_and_atom_indices(water_box, md_model_path):
     e_ref, f_ref = ase_reference(model, ml)
     others = np.setdiff1d(np.arange(top.getNumAtoms()), ml_atoms)
 
-    mixed = MLPotential("mlip", modelPath=str(md_model_path)).createMixedSystem(top, mm_system(), ml_atoms, forceGroup=1)
+    mixed = MLPotential("mlip", modelPath=str(md_model_path)).createMixedSystem(top, mm_system(), ml_atoms,
+                                                                                forceGroup=1)
     manual = mm_system()  # ML added on top of the full force field (no terms removed): it must still run
     mlf = MLIPForce.from_topology(md_model_path, top, atom_indices=ml_atoms)
     assert mlf.periodic
@@ -349,31 +387,31 @@ def test_mixed_system_openmmml_and_atom_indices(water_box, md_model_path):
 # -- errors --------------------------------------------------------------------------------------
 def test_unknown_element_is_named(model):
     """An element the model lacks is named, with its particle index, before anything runs."""
-    with pytest.raises(ValueError, match=r"unknown element\(s\) \['Na'\] at particle\(s\) \[2\]"):
+    with pytest.raises(StructureError, match=r"unknown element\(s\) \['Na'\] at particle\(s\) \[2\]"):
         MLIPForce(model, [8, 1, 11, 1])
-    with pytest.raises(ValueError, match=r"\['Cl'\] at particle\(s\) \[7\]"):
+    with pytest.raises(StructureError, match=r"\['Cl'\] at particle\(s\) \[7\]"):
         MLIPForce(model, [1, 17], atom_indices=[3, 7])
     top = topology_of([8, 1, 1, 11])
-    with pytest.raises(ValueError, match="Na"):
+    with pytest.raises(StructureError, match="Na"):
         MLPotential("mlip", model=model).createSystem(top)
 
 
 def test_atom_count_mismatch(model):
     """Atom counts that do not match the model's atoms or the System give clear errors."""
     atoms = ethanol()
-    with pytest.raises(ValueError, match="atom_indices has 3 entries but atomic_numbers has 9"):
+    with pytest.raises(StructureError, match="atom_indices has 3 entries but atomic_numbers has 9"):
         MLIPForce(model, atoms.numbers, atom_indices=[0, 1, 2])
     bigger = openmm.System()
     for _ in range(10):
         bigger.addParticle(1.0)
-    with pytest.raises(ValueError, match="10 particles but this MLIPForce was built for 9 atoms"):
+    with pytest.raises(StructureError, match="10 particles but this MLIPForce was built for 9 atoms"):
         MLIPForce(model, atoms.numbers).add_to(bigger)
-    with pytest.raises(ValueError, match="index 12 out of range"):
+    with pytest.raises(StructureError, match="index 12 out of range"):
         MLIPForce(model, atoms.numbers[:2], atom_indices=[0, 12]).add_to(bigger)
     # added behind add_to's back: the Context reports the mismatch on the first evaluation
     bigger.addForce(MLIPForce(model, atoms.numbers).force)
     ctx = context(bigger, np.vstack([atoms.positions, [[5.0, 5.0, 5.0]]]))
     with pytest.raises(openmm.OpenMMException, match="built for 9 atoms"):
         ctx.getState(getEnergy=True)
-    with pytest.raises(ValueError, match="modelPath"):
+    with pytest.raises(ConfigError, match="modelPath"):
         MLPotential("mlip")
