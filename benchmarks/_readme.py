@@ -1,11 +1,13 @@
 """The one helper every benchmark script shares: rewrite its own section of
 ``benchmarks/README.md`` (between ``<!-- name:start -->`` and ``<!-- name:end -->``),
-appending the section if missing, atomically (a crash never leaves a half-written file)."""
+appending the section if missing, atomically (:func:`mlip.atomic.atomic_write_text`: a crash
+never leaves a half-written file)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from mlip.atomic import atomic_write_text
 
 README = Path(__file__).resolve().parent / "README.md"
 
@@ -19,6 +21,4 @@ def write_readme_section(name: str, text: str, readme: Path = README) -> None:
         content = pre + block + rest.split(end, 1)[1]
     else:
         content = content.rstrip() + "\n\n" + block + "\n"
-    tmp = readme.with_suffix(".md.tmp")
-    tmp.write_text(content)
-    os.replace(tmp, readme)
+    atomic_write_text(readme, content)

@@ -12,10 +12,10 @@ venv). Each case runs in its own subprocess that prints JSON (peak memory per ca
 Timing: 2 warm-up calls, then the median of 5; a call over 10 s gets 1 warm-up and as many
 timed calls as fit in 60 s. ``--clock cpu`` times process CPU time instead of elapsed time
 (steadier while other jobs share the CPU); ``--rounds R`` runs every case R times with the
-engines in alternating order and keeps each engine's fastest round. The neighbour list (graph building) is timed separately; the
-throughput is atom-steps per second of the model's energy + forces. A case predicted (from
-the previous size, linearly) above ``--max-call-s`` seconds per call, or above 60 % of the
-available memory, is skipped and reported with its estimate.
+engines in alternating order and keeps each engine's fastest round. The neighbour list (graph
+building) is timed separately; the throughput is atom-steps per second of the model's energy +
+forces. A case predicted (from the previous size, linearly) above ``--max-call-s`` seconds per
+call, or above 60 % of the available memory, is skipped and reported with its estimate.
 
 Usage::
 
@@ -43,13 +43,16 @@ from pathlib import Path
 from _readme import write_readme_section
 
 from mlip.allocator import allocator_env
+from mlip.atomic import atomic_path, atomic_write_text
+from mlip.kernels.tp import BACKENDS as TP_BACKENDS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "benchmarks" / "README.md"
 MACE_VENV = ROOT / "benchmarks" / ".venv-mace"
 MACE_VERSION = "0.3.16"
-BACKENDS = ("cg", "gaunt", "grid", "cp")
+#: the registered tensor-product backends (mlip.kernels.tp.BACKENDS)
+BACKENDS = tuple(TP_BACKENDS)
 
 # Shared by both workers (plain text so it can run in either venv).
 COMMON = r'''
@@ -351,7 +354,8 @@ def main(argv=None) -> int:
                     if eng == "mace":
                         res = run_case(mace_py, MACE_WORKER, case, _mace_env(a.clock, a.allocator), timeout=900)
                     else:
-                        res = run_case(sys.executable, OURS_WORKER, case, _worker_env(a.clock, a.allocator), timeout=900)
+                        res = run_case(sys.executable, OURS_WORKER, case, _worker_env(a.clock, a.allocator),
+                                       timeout=900)
                     if "error" in res:
                         row.update(res)
                         print(f"l_max={L} {n_atoms:>6} {eng:<11} ERROR {res['error']}", flush=True)
@@ -370,10 +374,7 @@ def main(argv=None) -> int:
     if mace_py:
         meta["mace"] = next((r.get("mace") for r in rows if r["engine"] == "mace" and "mace" in r), None)
     result = {"meta": meta, "args": {k: str(v) for k, v in vars(a).items()}, "rows": rows}
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = a.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    os.replace(tmp, a.out)
+    atomic_write_text(a.out, json.dumps(result, indent=1))
     png = a.out.with_suffix(".png")
     plot(rows, png)
     if not a.no_readme:
@@ -410,10 +411,9 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_suffix(".png.tmp")
-    fig.savefig(tmp, dpi=110, format="png")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def table(rows: list[dict]) -> str:
@@ -423,7 +423,8 @@ def table(rows: list[dict]) -> str:
            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         edges = f"{r['edges']:,}" if "edges" in r else "–"
-        head = f"| {r['l_max']} | {r['atoms']:,} | {edges} | {r['engine']}{' ' + '†' * r['run'] if r.get('run') else ''} |"
+        mark = " " + "†" * r["run"] if r.get("run") else ""
+        head = f"| {r['l_max']} | {r['atoms']:,} | {edges} | {r['engine']}{mark} |"
         if r.get("skipped"):
             est = f"skipped (est. {r['est_s']:.0f} s/call, {r['est_gb']:.1f} GB)" if "est_s" in r else "skipped"
             out.append(f"{head} – | – | – | {est} | – | – | – |")
@@ -451,13 +452,15 @@ def merge_rows(rows: list[dict], extras: list[dict]) -> list[dict]:
             if ok(r):
                 groups.setdefault((r["l_max"], r["atoms"]), []).append(dict(r, run=n))
         for (L, atoms), ex in groups.items():
-            here = {r["engine"]: k for k, r in enumerate(out) if (r["l_max"], r["atoms"]) == (L, atoms) and not r.get("run")}
+            here = {r["engine"]: k for k, r in enumerate(out)
+                    if (r["l_max"], r["atoms"]) == (L, atoms) and not r.get("run")}
             ex_mace = [r for r in ex if r["engine"] == "mace"]
             main_mace = "mace" in here and ok(out[here["mace"]])
             if ex_mace and not main_mace:
                 take = ex  # the whole size from the extra run
             else:
-                take = [r for r in ex if r["engine"] != "mace" and (r["engine"] not in here or not ok(out[here[r["engine"]]]))]
+                take = [r for r in ex if r["engine"] != "mace"
+                        and (r["engine"] not in here or not ok(out[here[r["engine"]]]))]
                 if take:
                     take += ex_mace
             for r in take:
@@ -493,13 +496,15 @@ def write_readme(result: dict, png: Path, rows: list[dict] | None = None, extras
     rounds = m.get("rounds", 1)
     rounds_text = (f"; every case run {rounds} times in alternating engine order, the fastest round kept"
                    if rounds > 1 else "")
+    timing = (f"of 5 after 2 warm-ups, {clock_text}, {m.get('threads')} torch thread(s)"
+              f"{rounds_text}{alloc_text}")
     body = f"""## MD throughput: mlip vs mace-torch (`benchmarks/md.py`)
 
 Energy + forces per MD step, float32, rattled periodic fcc Cu (a = 3.61 Å, σ 0.05 Å),
 r_max 5 Å; 64 channels, 2 layers, correlation 3, 8 Bessel functions, radial MLP
 [64, 64, 64]. mace-torch {m.get('mace', '?')} `ScaleShiftMACE` (e3nn 0.4.4, own venv) with the
 same hyperparameters (`max_ell = l_max`). Atom-steps/s from the model's E+F time: median
-of 5 after 2 warm-ups, {clock_text}, {m.get('threads')} torch thread(s){rounds_text}{alloc_text}; "NL" is the neighbour list alone (vesin for mlip, matscipy in
+{timing}; "NL" is the neighbour list alone (vesin for mlip, matscipy in
 `get_neighborhood` for MACE), "graph" the whole graph building (mlip: `atoms_to_graph`;
 MACE: config + `AtomicData` + collate). RSS is the peak memory of the case's process.
 

@@ -32,6 +32,8 @@ from pathlib import Path
 
 from _readme import write_readme_section
 
+from mlip.atomic import atomic_path, atomic_write_text
+
 HERE = Path(__file__).resolve().parent
 SECTION = "openmm"
 
@@ -133,7 +135,8 @@ def plot(rows: list, path: Path) -> None:
     ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
 
 
@@ -162,7 +165,7 @@ def report(res: dict, json_name: str, png_name: str) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in res["rows"]:
-        for clock, key, label in (("wall", "median_ms", "wall"), ("cpu", "cpu_median_ms", "CPU")):
+        for key, label in (("median_ms", "wall"), ("cpu_median_ms", "CPU")):
             mo, a, o = r["model"][key], r["ase"][key], r["openmm"][key]
             lines.append(f"| water, {r['box_angstrom']:.1f} Å box, {label} | {r['atoms']:,} | {r['edges']:,} | "
                          f"{r['rounds']} | {mo:.1f} | {a:.1f} | {o:.1f} | {o / a:.2f} | {o - mo:+.1f} |")
@@ -223,8 +226,7 @@ def main(argv=None) -> int:
             flush=True)
     res["meta"]["load_average_at_end"] = os.getloadavg()
     out = HERE / "results" / ("openmm-quick.json" if a.quick else "openmm.json")
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(res, indent=1))
+    atomic_write_text(out, json.dumps(res, indent=1))
     png = out.with_suffix(".png")
     plot(res["rows"], png)
     if not a.no_readme and not a.quick:

@@ -26,9 +26,11 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from _readme import write_readme_section
 
-import torch
+from mlip.atomic import atomic_path, atomic_write_text
+from mlip.kernels.tp import BACKENDS
 
 HERE = Path(__file__).resolve().parent
 
@@ -154,14 +156,16 @@ def measure_interleaved(impls, L, mode, kind, N, C, device, cap, repeats: int = 
                     slow.add((i, key))
                 elif r >= warmup or (r == 0 and dt > 10):  # slow calls are their own warm-up
                     times[(i, key)].append(dt)
-        if time.perf_counter() > budget and all(times[(i, k)] for i, (_, f) in enumerate(built) if f for k in ("fwd", "fb")):
+        if time.perf_counter() > budget and all(times[(i, k)] for i, (_, f) in enumerate(built) if f
+                                                for k in ("fwd", "fb")):
             break
     rows = []
     for i, (row, fns) in enumerate(built):
         if fns is not None:
             for key in ("fwd", "fb"):
                 t = times[(i, key)]
-                row[key] = {"ms": statistics.median(t) * 1e3, "n": len(t), **({"note": "1 cold call"} if (i, key) in slow else {})}
+                row[key] = {"ms": statistics.median(t) * 1e3, "n": len(t),
+                            **({"note": "1 cold call"} if (i, key) in slow else {})}
         rows.append(row)
     return rows
 
@@ -217,13 +221,15 @@ def plot(rows, impls, path: Path) -> None:
                 if pts:
                     ax.plot(*zip(*pts), marker="o", label=impl)
             ax.set_yscale("log")
-            ax.set_title(f"{mode}, out<= {'L' if kind == 'model' else '2L'}, {'forward' if key == 'fwd' else 'fwd+bwd'}")
+            ax.set_title(f"{mode}, out<= {'L' if kind == 'model' else '2L'}, "
+                         f"{'forward' if key == 'fwd' else 'fwd+bwd'}")
             ax.set_xlabel("L")
             ax.set_ylabel("ms")
             ax.grid(alpha=0.3)
     axes[0, 0].legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
     plt.close(fig)
 
 
@@ -233,13 +239,15 @@ def main(argv=None) -> int:
     p.add_argument("--L", type=int, nargs="+", help="degrees to run (default 1..8, quick 1..3)")
     p.add_argument("--N", type=int, help="samples per call (default 10000, quick 1000)")
     p.add_argument("--C", type=int, default=32, help="channels (default 32)")
-    p.add_argument("--backends", nargs="+", default=["cg", "gaunt", "grid", "cp"], help="mlip backends to time")
+    p.add_argument("--backends", nargs="+", default=list(BACKENDS),
+                   help="mlip backends to time (default: every registered one)")
     p.add_argument("--modes", nargs="+", default=["channelwise", "elementwise"])
     p.add_argument("--kinds", nargs="+", default=["model", "full"], help="model: out<=L; full: out<=2L")
     p.add_argument("--no-cueq", action="store_true", help="skip cuEquivariance even when installed")
     p.add_argument("--no-e3nn", action="store_true", help="skip the e3nn reference")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--cap", type=float, default=60.0, help="seconds: one call longer than this ends the sweep of that case")
+    p.add_argument("--cap", type=float, default=60.0,
+                   help="seconds: one call longer than this ends the sweep of that case")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
     p.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                    help="wall: elapsed time; cpu: this process's CPU time with 1 thread, robust when "
@@ -303,11 +311,13 @@ def main(argv=None) -> int:
                     if len(hist) >= 2 and hist[-1] * hist[-1] / hist[-2] > args.cap * 1e3:
                         est = hist[-1] * hist[-1] / hist[-2] / 1e3
                         rows.append({"impl": impl, "L": L, "mode": mode, "kind": kind,
-                                     "fwd": {"skipped": f"est. {est:.0f} s/call"}, "fb": {"skipped": f"est. {est:.0f} s/call"}})
+                                     "fwd": {"skipped": f"est. {est:.0f} s/call"},
+                                     "fb": {"skipped": f"est. {est:.0f} s/call"}})
                         continue
                     if hist and hist[-1] > args.cap * 1e3:
                         rows.append({"impl": impl, "L": L, "mode": mode, "kind": kind,
-                                     "fwd": {"skipped": "previous L over cap"}, "fb": {"skipped": "previous L over cap"}})
+                                     "fwd": {"skipped": "previous L over cap"},
+                                     "fb": {"skipped": "previous L over cap"}})
                         continue
                     try:
                         r = measure(impl, L, mode, kind, N, args.C, device, args.cap)
@@ -319,10 +329,12 @@ def main(argv=None) -> int:
                         continue
                     rows.append(r)
                     hist.append(r["fb"]["ms"])
-                    print(f"{mode:11s} {kind:5s} L={L} {impl:5s} fwd {fmt(r['fwd']):>12s} ms   f+b {fmt(r['fb']):>12s} ms", flush=True)
+                    print(f"{mode:11s} {kind:5s} L={L} {impl:5s} fwd {fmt(r['fwd']):>12s} ms   "
+                          f"f+b {fmt(r['fb']):>12s} ms", flush=True)
     meta = {
-        "N": N, "C": args.C, "dtype": "float32", "clock": args.clock, "device": str(device), "threads": torch.get_num_threads(),
-        "torch": torch.__version__, "python": platform.python_version(), "machine": platform.processor() or platform.machine(),
+        "N": N, "C": args.C, "dtype": "float32", "clock": args.clock, "device": str(device),
+        "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
+        "machine": platform.processor() or platform.machine(),
         "date": time.strftime("%Y-%m-%d"),
     }
     if device.type == "cuda":
@@ -349,22 +361,23 @@ def main(argv=None) -> int:
     if device.type == "cuda":
         tag += "-cuda"
     out = args.out or HERE / "results" / f"{tag}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    atomic_write_text(out, json.dumps({"meta": meta, "rows": rows}, indent=1))
     png = out.with_suffix(".png")
     plot(rows, impls, png)
+    clock_text = ("CPU time of the process (the machine was shared with other jobs)" if args.clock == "cpu"
+                  else "wall-clock time")
     parts = [
         f"## Tensor products ({'quick run' if args.quick else 'full sweep'}, {device.type})",
         "",
         f"N = {N:,} samples, C = {args.C} channels, float32, per-sample weights; {meta['threads']} thread(s), "
-        f"{'CPU time of the process (the machine was shared with other jobs)' if args.clock == 'cpu' else 'wall-clock time'}; "
+        f"{clock_text}; "
         f"torch {meta['torch']}, e3nn {meta.get('e3nn', '-')}; {meta['date']}; {meta.get('gpu', meta['machine'])}. "
         "Times in ms (median after warm-up); the ratio columns `a / b` are a's time over b's "
         "(> 1 means b is faster), measured in the same run: e3nn over every backend, cg over the other mlip backends, "
         "cuEquivariance over cg.",
         "",
         "Reproduce: " + "; ".join(f"`{c.strip()}`" for c in meta["commands"])
-        + (f"; then `python benchmarks/tp.py --from-json ...` merged them" if args.from_json else "")
+        + ("; then `python benchmarks/tp.py --from-json ...` merged them" if args.from_json else "")
         + f" (JSON: `benchmarks/results/{out.name}`, plot: `benchmarks/results/{png.name}`).",
         "",
         f"![tp benchmark](results/{png.name})",

@@ -43,20 +43,25 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("model", type=Path, help="model file written by mlip.save")
-    p.add_argument("structure", type=Path, help="structure file, any format ase.io.read reads (xyz, extxyz, cif, POSCAR, traj, ...)")
-    p.add_argument("--index", default="0", help="frame of the structure file to start from (ase.io.read index, e.g. 0 or -1)")
+    p.add_argument("structure", type=Path,
+                   help="structure file, any format ase.io.read reads (xyz, extxyz, cif, POSCAR, traj, ...)")
+    p.add_argument("--index", default="0",
+                   help="frame of the structure file to start from (ase.io.read index, e.g. 0 or -1)")
     p.add_argument("--format", default=None, help="ase.io file format, if not guessed from the file name")
-    p.add_argument("--ensemble", choices=("nve", "nvt"), default="nve", help="nve: velocity Verlet; nvt: Langevin thermostat")
+    p.add_argument("--ensemble", choices=("nve", "nvt"), default="nve",
+                   help="nve: velocity Verlet; nvt: Langevin thermostat")
     p.add_argument("--steps", type=int, default=1000, help="number of MD steps")
     p.add_argument("--timestep", type=float, default=0.5, help="time step in fs")
-    p.add_argument("--temperature", type=float, default=300.0, help="temperature in K: initial velocities and the NVT target")
+    p.add_argument("--temperature", type=float, default=300.0,
+                   help="temperature in K: initial velocities and the NVT target")
     p.add_argument("--friction", type=float, default=0.01, help="Langevin friction in 1/fs (NVT only)")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial velocities and the Langevin noise")
     p.add_argument("--log-every", type=int, default=10, help="write the log and trajectory every this many steps")
     p.add_argument("--traj", type=Path, default=Path("md.traj"), help="output ASE trajectory file")
     p.add_argument("--log", type=Path, default=Path("md.csv"), help="output CSV log of energies and temperature")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--dtype", choices=("float32", "float64"), default=None, help="compute dtype (None: the model's own)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default=None,
+                   help="compute dtype (None: the model's own)")
     p.add_argument("--low-memory", action="store_true",
                    help="recompute each chunk of edges in the backward pass: about half the memory for "
                         "large systems, somewhat more time, same numbers")

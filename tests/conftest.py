@@ -4,7 +4,6 @@ import os
 
 import pytest
 import torch
-
 from model_cases import helpers
 
 # Under pytest-xdist every worker is its own process: one torch thread each keeps the
