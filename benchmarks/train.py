@@ -48,9 +48,11 @@ from pathlib import Path
 
 from _readme import write_readme_section
 
+from mlip.datasets.testing import shared_data_dir
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-DATA = Path("/work/shared/data/rmd17/ethanol_train_01.xyz")
+DATA = (shared_data_dir() or Path("$MLIP_SHARED_DATA")) / "rmd17" / "ethanol_train_01.xyz"
 MACE_VENV = HERE / ".venv-mace"
 
 
