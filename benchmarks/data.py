@@ -1,7 +1,9 @@
 """Data-pipeline benchmark: conversion rate, streaming rate and peak memory.
 
 Conversion (structures/s, one process) from each source layout, built here from
-real labelled data: rMD17 aspirin (extxyz, /work/shared/data), PubChemQCR-layout
+real labelled data: rMD17 aspirin (extxyz, ``rmd17/aspirin_train_01.xyz`` of the shared
+DFT data folder: ``--shared-data``, default ``$MLIP_SHARED_DATA`` or ``shared/data`` next to
+the checkout, see ``mlip.datasets.testing.shared_data_dir``), PubChemQCR-layout
 LMDB made from the same frames, OC20-layout extxyz.xz + txt and LMDB of pickled
 Data made from EMT CO/Cu(111) relaxations. Peer: ``ase.io.read(path, ":")`` of
 the same extxyz (parsing only, no output).
@@ -38,25 +40,23 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from _readme import write_readme_section
 
-import numpy as np
+from mlip.atomic import atomic_path, atomic_write_text
 
 HERE = Path(__file__).resolve().parent
 MODE_LABELS = {"in-process": "in-process `StreamingDataset`", "BatchLoader": "`BatchLoader` (batches of 64)",
                "pyg": "peer: torch_geometric `DataLoader` (64)", "random reads": "peer: `HDF5Dataset[i]` random"}
-SHARED = Path("/work/shared/data")
+ASPIRIN = ("rmd17", "aspirin_train_01.xyz")  # inside the shared DFT data folder
 CUTOFF = 5.0
 
 
 # -- building inputs ------------------------------------------------------------
-def _aspirin_frames():
+def _aspirin_frames(src: Path):
     import ase.io
     from ase.calculators.singlepoint import SinglePointCalculator
 
-    src = SHARED / "rmd17" / "aspirin_train_01.xyz"
-    if not src.exists():  # fall back to the committed ethanol excerpt
-        src = HERE.parent / "tests" / "datasets" / "data" / "rmd17_ethanol_50.xyz"
     frames = ase.io.read(src, ":")
     for a in frames:
         a.calc = SinglePointCalculator(a, energy=a.info["Energy"], forces=a.get_forces())
@@ -70,12 +70,17 @@ def _slab_frames(n_systems: int):
     return [(100 + k, base[k % 5]) for k in range(n_systems)]
 
 
-def build_sources(work: Path, quick: bool) -> dict:
+def build_sources(work: Path, quick: bool, aspirin: Path) -> dict:
     """Write one source per format; returns name -> (format, paths, options)."""
-    from mlip.datasets.testing import atoms_to_data, pubchemqcr_steps, write_data_lmdb, write_oc20_extxyz, \
-        write_pubchemqcr_lmdb
+    from mlip.datasets.testing import (
+        atoms_to_data,
+        pubchemqcr_steps,
+        write_data_lmdb,
+        write_oc20_extxyz,
+        write_pubchemqcr_lmdb,
+    )
 
-    xyz, frames = _aspirin_frames()
+    xyz, frames = _aspirin_frames(aspirin)
     n_mol = 100 if quick else 300
     records = {cid: {"pm3": None, "hf": None, "DFT_1st": pubchemqcr_steps(frames[cid % 90: cid % 90 + 10]),
                      "DFT_2nd": None} for cid in range(1, n_mol + 1)}
@@ -93,12 +98,12 @@ def build_sources(work: Path, quick: bool) -> dict:
     }
 
 
-def build_stream_sets(work: Path, n: int) -> dict:
+def build_stream_sets(work: Path, n: int, aspirin: Path) -> dict:
     """Shards of ``n`` tiled real structures: molecules (aspirin) and slabs (CO/Cu)."""
     from mlip.datasets import ShardWriter
     from mlip.datasets.testing import emt_co_on_cu
 
-    _, frames = _aspirin_frames()
+    _, frames = _aspirin_frames(aspirin)
     slabs = [a for k in range(5) for a in emt_co_on_cu(steps=20, seed=k)]
     out = {}
     for name, fr, periodic in (("molecules", frames, False), ("slabs", slabs, True)):
@@ -136,7 +141,8 @@ def _with_neighbours(d):
     import torch
     import vesin
 
-    nl = _with_neighbours.nl = getattr(_with_neighbours, "nl", None) or vesin.NeighborList(cutoff=CUTOFF, full_list=True)
+    nl = getattr(_with_neighbours, "nl", None) or vesin.NeighborList(cutoff=CUTOFF, full_list=True)
+    _with_neighbours.nl = nl
     pos = d.pos.numpy().astype(np.float64)
     i, j, s = nl.compute(pos, d.cell[0].numpy(), d.pbc[0].numpy().tolist(), quantities="ijS")
     d.edge_index = torch.from_numpy(np.stack([i, j]).astype(np.int64))
@@ -269,7 +275,8 @@ def plot(stream: list, path: Path) -> None:
     ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
 
 
 def main(argv=None) -> int:
@@ -278,6 +285,9 @@ def main(argv=None) -> int:
     p.add_argument("--no-readme", action="store_true", help="do not rewrite benchmarks/README.md")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the README section from the existing JSON without measuring")
+    p.add_argument("--shared-data", type=Path, default=None, metavar="DIR",
+                   help="the shared DFT data folder holding rmd17/aspirin_train_01.xyz (default: $MLIP_SHARED_DATA, "
+                        "else shared/data next to the checkout)")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
@@ -287,6 +297,15 @@ def main(argv=None) -> int:
         out = HERE / "results" / ("data-quick.json" if a.quick else "data.json")
         write_readme_section("data", report(json.loads(out.read_text()), out.name, out.with_suffix(".png").name))
         return 0
+    from mlip.datasets.testing import shared_data_dir  # not at the top: the children's imports stay theirs
+
+    shared = a.shared_data or shared_data_dir()
+    aspirin = shared.joinpath(*ASPIRIN) if shared is not None else None
+    if aspirin is None or not aspirin.is_file():
+        where = aspirin or "no shared DFT data folder found"
+        print(f"benchmarks/data.py: {where}: missing; pass --shared-data DIR (the folder holding "
+              f"{'/'.join(ASPIRIN)}) or set MLIP_SHARED_DATA", file=sys.stderr)
+        return 2
     t_start = time.perf_counter()
     n_set = 50_000 if a.quick else 200_000
     n_fast, n_nl = (15_000, 2_000) if a.quick else (45_000, 5_000)
@@ -301,13 +320,13 @@ def main(argv=None) -> int:
         results["baseline_peak_mb"] = run_child("baseline", {})["peak_mb"]
         print(f"import baseline: {results['baseline_peak_mb']:.0f} MB", flush=True)
         results["convert"] = []
-        for name, (fmt, paths, options) in build_sources(work, a.quick).items():
+        for name, (fmt, paths, options) in build_sources(work, a.quick, aspirin).items():
             (work / "out").mkdir(exist_ok=True)
             r = run_child("convert", {"fmt": fmt, "paths": paths, "options": options, "out": str(work / "out")})
             r["source"] = name
             results["convert"].append(r)
             print(f"convert {name}: {r['rate']:,.0f} structures/s, peak {r['peak_mb']:.0f} MB", flush=True)
-        sets = build_stream_sets(work, n_set)
+        sets = build_stream_sets(work, n_set, aspirin)
         results["stream"] = []
         plan = []
         for s in ("molecules", "slabs"):
@@ -327,8 +346,7 @@ def main(argv=None) -> int:
     results["meta"]["seconds"] = time.perf_counter() - t_start
     results["meta"]["load_average_at_end"] = os.getloadavg()
     out = HERE / "results" / ("data-quick.json" if a.quick else "data.json")
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    atomic_write_text(out, json.dumps(results, indent=1))
     png = out.with_suffix(".png")
     plot(results["stream"], png)
     if not a.no_readme:
@@ -356,10 +374,11 @@ def report(res: dict, json_name: str, png_name: str) -> str:
     ]
     for r in res["convert"]:
         peer = f"{r['peer_ase_read_rate']:,.0f}" if "peer_ase_read_rate" in r else "–"
-        lines.append(f"| {r['source']} | {r['n']:,} | {r['atoms']:,} | {r['rate']:,.0f} | {r['peak_mb']:.0f} | {peer} |")
+        lines.append(f"| {r['source']} | {r['n']:,} | {r['atoms']:,} | {r['rate']:,.0f} | {r['peak_mb']:.0f} "
+                     f"| {peer} |")
     lines += [
         "",
-        f"Streaming (shards of tiled real structures: molecules = rMD17 aspirin, 21 atoms, non-periodic; slabs = "
+        "Streaming (shards of tiled real structures: molecules = rMD17 aspirin, 21 atoms, non-periodic; slabs = "
         "EMT CO/Cu(111), 14 atoms, periodic). In-process: iterating `StreamingDataset` (shuffled) in the "
         "training process, one `Data` per structure. `BatchLoader` (`mlip.datasets.loader`): batches of 64 "
         "collated by `Batch.from_data_list` in the workers (0 workers: in-process) and sent as numpy arrays. "
@@ -367,7 +386,8 @@ def report(res: dict, json_name: str, png_name: str) -> str:
         "Peers: torch_geometric's `DataLoader` (same batches, tensors sent through shared memory) and "
         "per-structure random reads through `HDF5Dataset[i]`.",
         "",
-        "| set | mode | workers | neighbour list | structures/s | peak RSS main (MB) | peak RSS worker (MB, incl. shared) |",
+        "| set | mode | workers | neighbour list | structures/s | peak RSS main (MB) "
+        "| peak RSS worker (MB, incl. shared) |",
         "|---|---|---:|---|---:|---:|---:|",
     ]
     for r in res["stream"]:
@@ -377,12 +397,14 @@ def report(res: dict, json_name: str, png_name: str) -> str:
         lines.append(f"| {r['set']} | {MODE_LABELS[r['mode']]} | {r['workers']} | {'yes' if r['nl'] else 'no'} | "
                      f"{r['rate']:,.0f} | {r['peak_mb']:.0f} | {wk} |")
     lines += ["", "Compression (molecules set, no neighbour list; same process and load caveats):", "",
-              "| compression | file (MB) | streaming structures/s | random reads structures/s |", "|---|---:|---:|---:|"]
+              "| compression | file (MB) | streaming structures/s | random reads structures/s |",
+              "|---|---:|---:|---:|"]
     by = {(r["compression"], r["mode"]): r for r in res["stream"] if r["set"] == "molecules" and not r["nl"]}
     for c in ("none", "lzf", "gzip"):
         lines.append(f"| {c} | {by[c, 'in-process']['file_mb']:.1f} | {by[c, 'in-process']['rate']:,.0f} | "
                      f"{by[c, 'random reads']['rate']:,.0f} |")
-    fast = [r["rate"] for r in res["stream"] if r["mode"] == "in-process" and not r["nl"] and r["compression"] == "none"]
+    fast = [r["rate"] for r in res["stream"]
+            if r["mode"] == "in-process" and not r["nl"] and r["compression"] == "none"]
     lines += ["", f"Target: ≥ 20,000 structures/s per process without neighbour lists; measured in-process "
                   f"{min(fast):,.0f}–{max(fast):,.0f} structures/s.",
               "", f"JSON: `benchmarks/results/{json_name}`, plot: `benchmarks/results/{png_name}`.", "",
