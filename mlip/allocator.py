@@ -4,10 +4,10 @@ Why: glibc's ``malloc`` serves blocks above its mmap threshold (128 KiB at start
 up to 32 MiB) with fresh ``mmap`` pages and unmaps them on ``free``; it also trims the top
 of the heap once more than the trim threshold is free there. A potential's energy + forces
 allocates and frees hundreds of tensors of 0.1-10 MB per call, so every call pays a page
-fault per 4 KiB page touched again (about 1.75 µs each on a virtual machine: 10-20 thousand
-faults per call of a 108-atom l_max 2 model, 10-20 % of its time). With a fixed 32 MiB mmap
+fault per 4 KiB page touched again, thousands of faults per call. With a fixed 32 MiB mmap
 threshold and a 1 GiB trim threshold, blocks are reused from the heap and the faults almost
-go away (measured, 32-atom l_max 2 model: 5,000-8,000 minor faults per call -> 0-350).
+go away. Measurements (faults per call, their share of the time): ``benchmarks/README.md``,
+section "CPU allocator"; ``tests/mlip/test_allocator.py`` checks the effect.
 
 The cost: the process keeps its peak heap (up to 1 GiB of free memory above what is live)
 instead of returning it between calls. That suits a process that runs one model call after
