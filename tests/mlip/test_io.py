@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import mlip
-from mlip.errors import CheckpointError
+from mlip.errors import CheckpointError, ConfigError
+from mlip.io import from_payload, to_payload
 from mlip.kernels.tp import BACKENDS as TP_BACKENDS
 from mlip.testing import predict
 
@@ -76,3 +77,28 @@ def test_load_errors_name_the_file(tmp_path):
     torch.save({"format": "something-else"}, other)
     with pytest.raises(CheckpointError, match="other.pt.*not an mlip model"):
         mlip.load(other)
+
+
+def test_payload_checks_version_and_state_dict(h, tmp_path):
+    """``load`` and ``from_payload`` (also used by pickled OpenMM forces) refuse a newer format
+    version and a state dict that does not fit the config, naming the source."""
+    model = h.model("cg")
+    payload = to_payload(model)
+    again = from_payload(payload)
+    assert not again.training and again.e0s() == model.e0s()
+    assert np.array_equal(predict(again, h.crystal())["forces"], predict(model, h.crystal())["forces"])
+    newer = dict(payload, format_version=payload["format_version"] + 1)
+    with pytest.raises(CheckpointError, match="here: model format version 2 is not supported"):
+        from_payload(newer, source="here")
+    path = tmp_path / "newer.pt"
+    torch.save(newer, path)
+    with pytest.raises(CheckpointError, match="newer.pt: model format version 2"):
+        mlip.load(path)
+    wrong = dict(payload, state_dict={k: v for k, v in payload["state_dict"].items() if k != "embedding"})
+    with pytest.raises(CheckpointError, match="state dict does not match its config"):
+        from_payload(wrong)
+
+
+def test_a_potential_refuses_an_unresolved_config():
+    with pytest.raises(ConfigError, match="elements.*not set"):
+        mlip.Potential(mlip.PotentialConfig())
