@@ -48,6 +48,7 @@ from pathlib import Path
 
 from _readme import write_readme_section
 
+from mlip.config import backend_names
 from mlip.datasets.testing import shared_data_dir
 
 HERE = Path(__file__).resolve().parent
@@ -61,7 +62,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data", type=Path, default=DATA, help="extxyz file with energies and forces")
-    p.add_argument("--backends", nargs="*", default=["cg", "grid", "cp"], choices=["cg", "gaunt", "grid", "cp"],
+    p.add_argument("--backends", nargs="*", default=["cg", "grid", "cp"], choices=backend_names(),
                    help="mlip backends to train (none: only MACE)")
     p.add_argument("--minutes", nargs="+", type=float, default=[5, 15, 45], help="evaluation marks (minutes of --clock)")
     p.add_argument("--clock", default="cpu", choices=["cpu", "wall"],

@@ -22,15 +22,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "CheckpointError", "save_checkpoint", "load_checkpoint",
+from mlip.errors import CheckpointError
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "save_checkpoint", "load_checkpoint",
            "rng_state", "set_rng_state"]
 
 FORMAT = "mlip.train.checkpoint"
 FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used: unreadable, corrupted, foreign or incompatible."""
 
 
 def rng_state() -> dict:

@@ -5,11 +5,15 @@ interpolation. A YAML file gives any subset of the fields; ``key=value`` overrid
 paths (``optim.lr=1e-3 model.tp_backend=grid``) and their values are parsed as YAML scalars.
 
 Validation: an unknown key, a value of the wrong type or a value outside its allowed set
-raises :class:`ConfigError` (a ``ValueError``) naming the dotted key and what is allowed.
+raises :class:`mlip.errors.ConfigError` (a ``ValueError``) naming the dotted key and what is
+allowed. The ``model`` section *is* a :class:`mlip.PotentialConfig` (see :func:`model_config`
+for its defaults) and is checked by :meth:`mlip.PotentialConfig.validate` alone, its messages
+prefixed with ``model.``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
@@ -19,14 +23,13 @@ from typing import Any, Literal, Optional, Union
 
 import yaml
 
+from mlip.config import FROM_DATA, PotentialConfig
+from mlip.errors import ConfigError
+
 __all__ = [
-    "ConfigError", "DataConfig", "ModelConfig", "LossConfig", "OptimConfig", "ScheduleConfig",
+    "ConfigError", "DataConfig", "model_config", "LossConfig", "OptimConfig", "ScheduleConfig",
     "TrainConfig", "FinetuneConfig", "Config", "load_config", "config_from_dict", "apply_overrides", "config_to_dict",
 ]
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the key and the allowed values."""
 
 
 @dataclass
@@ -71,33 +74,13 @@ class DataConfig:
     cache_graphs: bool = False
 
 
-@dataclass
-class ModelConfig:
-    """The potential (see :class:`mlip.PotentialConfig` for the meaning of each field).
-
-    Attributes:
-        elements: chemical symbols; ``None`` takes the elements of the training data.
-        e0s: reference energy per element in eV; ``None`` fits them by least squares on the
-            training split.
-        dtype: ``float32`` or ``float64`` for parameters and computation.
-    """
-
-    elements: Optional[list[str]] = None
-    e0s: Optional[dict[str, float]] = None
-    r_max: float = 5.0
-    num_channels: int = 32
-    l_max: int = 2
-    correlation: int = 3
-    num_layers: int = 2
-    num_radial: int = 8
-    radial_mlp: list[int] = field(default_factory=lambda: [64, 64, 64])
-    readout_hidden: int = 16
-    avg_num_neighbors: Optional[float] = None
-    tp_backend: Literal["cg", "gaunt", "grid", "cp"] = "cg"
-    tp_backend_overrides: dict[str, str] = field(default_factory=dict)
-    tp_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    dtype: Literal["float32", "float64"] = "float64"
-    seed: int = 0
+def model_config(**fields) -> PotentialConfig:
+    """The ``model`` section: a :class:`mlip.PotentialConfig` whose :data:`~mlip.config.FROM_DATA`
+    fields (``elements``, ``e0s``, ``avg_num_neighbors``) default to ``None``, so that a run takes
+    them from its training data (the elements present, E0s fitted by least squares on the training
+    split, the mean neighbour count within ``r_max``); every other field keeps its
+    :class:`~mlip.PotentialConfig` default. ``fields`` set any of them."""
+    return PotentialConfig(**{**dict.fromkeys(FROM_DATA), **fields})
 
 
 @dataclass
@@ -230,7 +213,7 @@ class Config:
 
     out: str = "runs/train"
     data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: PotentialConfig = field(default_factory=model_config)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -239,6 +222,8 @@ class Config:
 
     def validate(self) -> None:
         """Check values beyond their types; raise :class:`ConfigError` naming the key."""
+        with _prefixed("model."):
+            self.model.validate()
         _check(self)
 
 
@@ -333,7 +318,23 @@ def _build(cls, d: dict, prefix: str = ""):
         raise ConfigError(f"unknown key {prefix + str(unknown[0])!r}; allowed keys "
                           f"{'in ' + prefix[:-1] if prefix else 'at the top level'}: {', '.join(names)}")
     kwargs = {k: _convert(v, hints[k], prefix + k) for k, v in d.items()}
-    return cls(**kwargs)
+    with _prefixed(prefix):  # PotentialConfig validates itself on construction
+        return _FACTORIES.get(cls, cls)(**kwargs)
+
+
+#: How a section is built from its keys when not by its class (defaults that differ from the class's).
+_FACTORIES = {PotentialConfig: model_config}
+
+
+@contextlib.contextmanager
+def _prefixed(prefix: str):
+    """Re-raise a section's own :class:`ConfigError` with the section's dotted ``prefix``."""
+    try:
+        yield
+    except ConfigError as exc:
+        if not prefix:
+            raise
+        raise ConfigError(prefix + str(exc)) from None
 
 
 def config_from_dict(d: dict | None) -> Config:
@@ -369,7 +370,8 @@ def apply_overrides(d: dict, overrides: list[str]) -> dict:
             names = [f.name for f in dataclasses.fields(cls)]
             if part not in names:
                 where = ".".join(parts[:i]) or "the top level"
-                raise ConfigError(f"unknown key {'.'.join(parts[:i + 1])!r}; allowed keys in {where}: {', '.join(names)}")
+                raise ConfigError(f"unknown key {'.'.join(parts[:i + 1])!r}; allowed keys in {where}: "
+                                  f"{', '.join(names)}")
             tp = typing.get_type_hints(cls)[part]
             if i == len(parts) - 1:
                 node[part] = value
@@ -423,7 +425,7 @@ def _check(cfg: Config) -> None:
         if not cond:
             raise ConfigError(f"{key}: expected {what}, got {_get(cfg, key)!r}")
 
-    t, o, s, l, m, dt = cfg.train, cfg.optim, cfg.schedule, cfg.loss, cfg.model, cfg.data
+    t, o, s, l, dt = cfg.train, cfg.optim, cfg.schedule, cfg.loss, cfg.data
     need(t.max_steps >= 1, "train.max_steps", "an integer >= 1")
     need(t.batch_size >= 1, "train.batch_size", "an integer >= 1")
     need(t.val_batch_size >= 1, "train.val_batch_size", "an integer >= 1")
@@ -449,7 +451,6 @@ def _check(cfg: Config) -> None:
     need(dt.block_size is None or dt.block_size >= 1, "data.block_size", "null or an integer >= 1")
     need(dt.num_workers >= 0, "data.num_workers", "an integer >= 0")
     need(dt.shuffle_buffer >= 1, "data.shuffle_buffer", "an integer >= 1")
-    need(m.r_max > 0, "model.r_max", "a number > 0 (Å)")
     ft = cfg.finetune
     need(ft.orthoreg_weight >= 0, "finetune.orthoreg_weight", "a number >= 0")
     need(ft.orthoreg_weight == 0 or ft.from_model is not None, "finetune.orthoreg_weight",

@@ -8,6 +8,10 @@
    parity plots into the run folder;
 2. runs NVE molecular dynamics (velocity Verlet, 0.5 fs, 300 K start) of ethanol with the
    trained model through ASE and reports the total-energy drift.
+
+Like :mod:`mlip.train.cli`, this module is an entry point, an application above every layer: it
+may import :mod:`mlip.calculators` (step 2); the library modules of :mod:`mlip.train` must not.
+The defaults below are those of ``mlip-train demo`` too.
 """
 
 from __future__ import annotations
@@ -15,14 +19,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-__all__ = ["run_demo", "EXAMPLE_CONFIG", "BUNDLED_DATA"]
+__all__ = ["run_demo", "EXAMPLE_CONFIG", "BUNDLED_DATA", "MINUTES", "STEPS", "MD_STEPS", "THREADS"]
 
 EXAMPLE_CONFIG = Path(__file__).parent / "configs" / "ethanol.yaml"
 BUNDLED_DATA = Path(__file__).parent / "data" / "ethanol_rmd17_200.xyz"
 
+#: Training wall-clock budget (minutes), training steps (the cosine schedule spans them), NVE MD
+#: steps of 0.5 fs, torch CPU threads (1 is fastest for one small molecule).
+MINUTES = 3.0
+STEPS = 3000
+MD_STEPS = 400
+THREADS = 1
 
-def run_demo(out, *, minutes: float = 3.0, steps: int = 4000, md_steps: int = 400, threads: int | None = None,
-             overrides: list[str] | None = None) -> dict:
+
+def run_demo(out, *, minutes: float = MINUTES, steps: int = STEPS, md_steps: int = MD_STEPS,
+             threads: int | None = THREADS, overrides: list[str] | None = None) -> dict:
     """Train, report and run MD (see the module docstring); returns a summary dict."""
     import ase.io
     import torch

@@ -9,7 +9,7 @@ from .data import GraphTransform, iterate_batches
 from .distributed import DistInfo, all_reduce_sum
 from .metrics import MetricSums
 
-__all__ = ["evaluate", "evaluate_dataset", "format_table", "TABLE_COLUMNS"]
+__all__ = ["validation_metrics", "evaluate_dataset", "format_table", "TABLE_COLUMNS"]
 
 #: (key, header) of the metrics table.
 TABLE_COLUMNS = (("energy_mae", "E MAE meV/atom"), ("energy_rmse", "E RMSE meV/atom"),
@@ -17,8 +17,8 @@ TABLE_COLUMNS = (("energy_mae", "E MAE meV/atom"), ("energy_rmse", "E RMSE meV/a
                  ("forces_cos", "F cos"), ("efwt", "EFwT"), ("stress_mae", "S MAE meV/Å³"))
 
 
-def evaluate(model, batches, loss_weights, *, info: DistInfo | None = None, use_stress: bool = False,
-             collect: bool = False):
+def validation_metrics(model, batches, loss_weights, *, info: DistInfo | None = None, use_stress: bool = False,
+                       collect: bool = False):
     """Metrics of ``model`` over ``batches`` (graph batches with targets).
 
     Returns ``(metrics, predictions)``; metrics are summed over processes when ``info`` says
@@ -67,7 +67,8 @@ def evaluate_dataset(model, paths, split, *, batch_size: int = 32, loss_weights=
         use_stress = all("stress" in s.optional for s in ds.shards)
     batches = iterate_batches(ds, batch_size, GraphTransform(model.r_max), drop_last=False)
     info = DistInfo(device=torch.device(device))
-    return evaluate(model, batches, loss_weights or LossConfig(), info=info, use_stress=use_stress, collect=True)
+    return validation_metrics(model, batches, loss_weights or LossConfig(), info=info, use_stress=use_stress,
+                              collect=True)
 
 
 def format_table(rows: dict[str, dict]) -> str:

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlip
+from mlip.errors import CheckpointError
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import load_checkpoint
 
 __all__ = ["export_checkpoint", "model_from_checkpoint"]
 

@@ -7,6 +7,8 @@ import math
 import sys
 from pathlib import Path
 
+from mlip.atomic import atomic_open
+
 __all__ = ["COLUMNS", "MetricsLog", "read_metrics"]
 
 #: Columns of ``metrics.csv``. ``split`` is ``train`` (running means since the last row) or
@@ -36,13 +38,11 @@ class MetricsLog:
         self.tb = _tensorboard(Path(out) / "tensorboard") if tensorboard else None
 
     def _write_all(self, rows) -> None:
-        tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as f:
+        with atomic_open(self.path, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=COLUMNS)
             w.writeheader()
             for r in rows:
                 w.writerow({k: r.get(k, "") for k in COLUMNS})
-        tmp.replace(self.path)
 
     def write(self, row: dict) -> None:
         """Append one row (keys from :data:`COLUMNS`; missing ones stay empty)."""

@@ -25,10 +25,6 @@ METRIC_NAMES = ("loss", "energy_mae", "energy_rmse", "forces_mae", "forces_rmse"
                 "stress_mae")
 
 
-def _graph_sum(values: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
-    return torch.zeros(num_graphs, dtype=values.dtype, device=values.device).index_add_(0, batch, values)
-
-
 def loss_terms(out: dict, batch, *, use_stress: bool) -> dict[str, torch.Tensor]:
     """Summed squared errors of one batch (differentiable).
 

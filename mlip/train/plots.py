@@ -1,4 +1,9 @@
-"""PNG plots of a run (matplotlib, Agg backend): learning curve and parity plots."""
+"""PNG plots of a run (matplotlib, Agg backend): learning curve and parity plots.
+
+matplotlib is the optional extra ``plots`` (``pip install 'mlip[plots]'``) and is imported only
+when a plot is drawn. Without it, ``mlip-train fit`` and ``mlip-train eval --out`` say so in one
+line (:func:`unavailable`) and write everything but the PNG files.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,25 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["learning_curve", "parity_plots"]
+__all__ = ["learning_curve", "parity_plots", "unavailable"]
+
+_MISSING = "matplotlib is not installed (pip install 'mlip[plots]'); no PNG plots will be written"
+
+
+def unavailable() -> str | None:
+    """``None`` when plots can be drawn, else a one-line note that matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return _MISSING
+    return None
 
 
 def _pyplot():
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ImportError("PNG plots need matplotlib: pip install 'mlip[plots]'") from exc
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
@@ -25,7 +44,8 @@ def learning_curve(rows: list[dict], path) -> Path:
     for ax, key, label in zip(axes, ("loss", "energy_mae", "forces_mae"),
                               ("loss", "energy MAE (meV/atom)", "force MAE (meV/Å)")):
         for split, style in (("train", "-"), ("val", "o-")):
-            pts = [(int(r["step"]), float(r[key])) for r in rows if r["split"] == split and r.get(key) not in ("", None)]
+            pts = [(int(r["step"]), float(r[key])) for r in rows
+                   if r["split"] == split and r.get(key) not in ("", None)]
             if pts:
                 x, y = zip(*pts)
                 ax.plot(x, y, style, label=split, markersize=3)

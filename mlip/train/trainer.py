@@ -16,6 +16,7 @@ Only rank 0 writes files; every rank reads the checkpoint when resuming.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -29,22 +30,21 @@ import torch
 import yaml
 
 import mlip
+from mlip.atomic import atomic_path, atomic_write_text
+from mlip.errors import CheckpointError, ConfigError, DataError, OutputExistsError
 
 from . import distributed as D
-from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from .config import Config, ConfigError, config_from_dict, config_to_dict
-from .data import BatchStream, DataError, GraphTransform, fit_e0s, iterate_batches, resolve_dataset, scan
+from . import plots
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .config import Config, config_from_dict, config_to_dict
+from .data import BatchStream, GraphTransform, fit_e0s, iterate_batches, resolve_dataset, scan
 from .ema import EMA
-from .evaluate import evaluate, format_table
+from .evaluate import format_table, validation_metrics
 from .logger import MetricsLog, read_metrics
 from .metrics import MetricSums, loss_terms
 from .schedule import LRSchedule
 
-__all__ = ["fit", "FitResult", "RunExistsError", "build_potential_config"]
-
-
-class RunExistsError(ValueError):
-    """The run folder already holds a run; pass ``--resume`` or ``--overwrite``."""
+__all__ = ["fit", "FitResult"]
 
 
 @dataclass
@@ -65,10 +65,13 @@ _RESUME_MAY_CHANGE = {"out", "train.max_steps", "train.max_minutes", "train.val_
                       "data.cache_dir"}
 
 
+_SECTIONS = tuple(f.name for f in dataclasses.fields(Config) if f.name != "out")
+
+
 def _flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
-        if isinstance(v, dict) and k in ("data", "model", "loss", "optim", "schedule", "train", "finetune") and not prefix:
+        if isinstance(v, dict) and not prefix and k in _SECTIONS:
             out.update(_flatten(v, k + "."))
         else:
             out[prefix + k] = v
@@ -78,6 +81,8 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 def check_resume_compatible(cfg: Config, ckpt: dict, path: Path, world_size: int) -> None:
     """Raise :class:`CheckpointError` naming the settings that differ from the checkpoint's run."""
     old, new = _flatten(ckpt["config"]), _flatten(config_to_dict(cfg))
+    # a key added to the config after the checkpoint was written had its default's effect
+    old = {**{k: v for k, v in _flatten(config_to_dict(Config())).items() if k not in old}, **old}
     diff = sorted(k for k in set(old) | set(new) if k not in _RESUME_MAY_CHANGE and old.get(k) != new.get(k))
     if diff:
         detail = "; ".join(f"{k}: checkpoint {old.get(k)!r}, now {new.get(k)!r}" for k in diff[:5])
@@ -86,20 +91,6 @@ def check_resume_compatible(cfg: Config, ckpt: dict, path: Path, world_size: int
     if len(ckpt["data"]) != world_size:
         raise CheckpointError(f"{path}: written by {len(ckpt['data'])} process(es); resume with the same number "
                               f"(now {world_size})")
-
-
-def build_potential_config(cfg: Config, elements: list[str], e0s: dict, avg_num_neighbors: float) -> mlip.PotentialConfig:
-    """The model's :class:`mlip.PotentialConfig` from the ``model`` section and data statistics."""
-    m = cfg.model
-    try:
-        return mlip.PotentialConfig(
-            elements=elements, r_max=m.r_max, num_channels=m.num_channels, l_max=m.l_max, correlation=m.correlation,
-            num_layers=m.num_layers, num_radial=m.num_radial, radial_mlp=list(m.radial_mlp),
-            readout_hidden=m.readout_hidden, avg_num_neighbors=avg_num_neighbors, tp_backend=m.tp_backend,
-            tp_backend_overrides=dict(m.tp_backend_overrides), tp_options=dict(m.tp_options), e0s=e0s,
-            dtype=m.dtype, seed=m.seed)
-    except ValueError as exc:
-        raise ConfigError(f"model.{exc}") from None
 
 
 def _avg_num_neighbors(paths, split, r_max: float, limit: int = 500) -> float:
@@ -124,6 +115,12 @@ class Trainer:
         self.info = D.init_distributed(cfg.train.device)
         self.out = Path(cfg.out)
         self.ckpt_dir = self.out / "checkpoints"
+        self.plots = cfg.train.plots
+        if self.plots and self.info.is_main:
+            missing = plots.unavailable()
+            if missing:
+                print(f"train.plots: {missing}", file=sys.stderr)
+                self.plots = False
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.ckpt = self._check_run_dir(resume, overwrite)
@@ -150,8 +147,8 @@ class Trainer:
             check_resume_compatible(self.cfg, ckpt, last, self.info.world_size)
             return ckpt
         if last.exists() and not overwrite:
-            raise RunExistsError(f"{self.out} already holds a run ({last}); pass --resume to continue it or "
-                                 "--overwrite to start again, or choose another out=")
+            raise OutputExistsError(f"{self.out} already holds a run ({last}); pass --resume to continue it or "
+                                    "--overwrite to start again, or choose another out=")
         return None
 
     def _prepare_data(self) -> None:
@@ -164,7 +161,7 @@ class Trainer:
             try:
                 paths = (resolve_dataset(c.data.train, **kw, progress=c.train.progress),
                          resolve_dataset(c.data.val, **kw) if c.data.val else None)
-            except DataError as exc:
+            except DataError as exc:  # every rank raises it
                 paths = exc
         paths = D.broadcast_object(paths if info.is_main else None, info)
         if isinstance(paths, Exception):
@@ -184,7 +181,7 @@ class Trainer:
         self.train_stats, self.val_stats = stats
         missing = sorted(set(self.val_stats.symbols) - set(self.train_stats.symbols))
         if missing:
-            raise DataError(f"validation data ({', '.join(map(str, self.val_paths))}, split {self.val_split!r}) "
+            raise DataError(", ".join(map(str, self.val_paths)), f"validation split {self.val_split!r}",
                             f"holds element(s) {missing} absent from the training data (elements "
                             f"{self.train_stats.symbols}): the model cannot learn them")
         self.use_stress = c.loss.stress_weight > 0 and self.train_stats.has_stress
@@ -232,14 +229,18 @@ class Trainer:
         if avg is None:
             avg = D.broadcast_object(_avg_num_neighbors(self.train_paths, c.data.train_split, c.model.r_max)
                                      if self.info.is_main else None, self.info)
-        return build_potential_config(c, elements, e0s, avg)
+        try:
+            return dataclasses.replace(c.model, elements=elements, e0s=e0s, avg_num_neighbors=avg)
+        except ConfigError as exc:
+            raise ConfigError(f"model.{exc}") from None
 
     def _build_model(self) -> None:
         self._load_reference()
         mc = self._model_config()
         missing = sorted(set(self.val_stats.symbols) - set(mc.elements))
         if missing:
-            raise DataError(f"validation data holds element(s) {missing} the model does not know ({mc.elements})")
+            raise DataError(", ".join(map(str, self.val_paths)), f"validation split {self.val_split!r}",
+                            f"holds element(s) {missing} the model does not know ({mc.elements})")
         self.model = mlip.Potential(mc)
         if self.base_model is not None and self.ckpt is None:
             self.model.load_state_dict(self.base_model.state_dict())
@@ -251,7 +252,8 @@ class Trainer:
         self.ema = EMA(self.model, self.cfg.optim.ema_decay) if self.cfg.optim.ema_decay else None
         c, info = self.cfg, self.info
         if c.train.batch_size % info.world_size:
-            raise ConfigError(f"train.batch_size: {c.train.batch_size} is not divisible by the {info.world_size} processes")
+            raise ConfigError(f"train.batch_size: {c.train.batch_size} is not divisible by the {info.world_size} "
+                              "processes")
         cache = c.data.cache_graphs
         self.train_transform = GraphTransform(mc.r_max, cache=cache)
         self.val_transform = GraphTransform(mc.r_max, cache=cache)
@@ -292,9 +294,7 @@ class Trainer:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         if self.ckpt is None:
-            tmp = self.out / "config.yaml.tmp"
-            tmp.write_text(yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
-            tmp.replace(self.out / "config.yaml")
+            atomic_write_text(self.out / "config.yaml", yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
         self.log = MetricsLog(self.out, resume_step=self.step if self.ckpt is not None else None)
 
     # -- one step ----------------------------------------------------------------------
@@ -329,23 +329,23 @@ class Trainer:
         self.train_sums.update({k: v.detach() for k, v in out.items()}, batch)
 
     # -- validation, logging, checkpoints ----------------------------------------------------
-    def val_batches(self, paths=None, split=None):
-        """This rank's share of the validation data (or ``split`` of ``paths``) as graph batches."""
+    def val_batches(self):
+        """This rank's share of the validation data as graph batches."""
         from mlip.datasets import StreamingDataset
 
         c, info = self.cfg, self.info
-        ds = StreamingDataset(paths or self.val_paths, split if paths else self.val_split, shuffle=False,
-                              rank=info.rank, world_size=info.world_size, block_size=c.data.block_size)
-        transform = self.val_transform if paths is None else GraphTransform(self.model.r_max)
-        return iterate_batches(ds, c.train.val_batch_size, transform, drop_last=False)
+        ds = StreamingDataset(self.val_paths, self.val_split, shuffle=False, rank=info.rank,
+                              world_size=info.world_size, block_size=c.data.block_size)
+        return iterate_batches(ds, c.train.val_batch_size, self.val_transform, drop_last=False)
 
     def _eval_model(self):
-        return self.ema.applied(self.model) if self.ema is not None else _nullcontext(self.model)
+        return self.ema.applied(self.model) if self.ema is not None else contextlib.nullcontext(self.model)
 
     def validate(self) -> dict:
         """Validation metrics with the EMA weights; updates the best / early-stopping state."""
         with self._eval_model() as model:
-            m, _ = evaluate(model, self.val_batches(), self.cfg.loss, info=self.info, use_stress=self.use_stress)
+            m, _ = validation_metrics(model, self.val_batches(), self.cfg.loss, info=self.info,
+                                      use_stress=self.use_stress)
         self.last_val = m
         improved = m["loss"] < self.best["loss"]
         if improved:
@@ -402,8 +402,8 @@ class Trainer:
         }
         last = save_checkpoint(payload, self.ckpt_dir / "last.pt")
         if best:
-            shutil.copyfile(last, self.ckpt_dir / "best.pt.tmp")
-            (self.ckpt_dir / "best.pt.tmp").replace(self.ckpt_dir / "best.pt")
+            with atomic_path(self.ckpt_dir / "best.pt") as tmp:
+                shutil.copyfile(last, tmp)
 
     def _stop_now(self) -> bool:
         limit = self.cfg.train.max_minutes
@@ -473,7 +473,7 @@ class Trainer:
             model_path = export_checkpoint(src, self.out / "model.pt")
             model = mlip.load(model_path, device=self.info.device)
             metrics = self._final_metrics(model)
-            (self.out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2))
             print(f"\nfinal metrics ({model_path}, weights of step {load_step(src)}):\n"
                   + format_table(metrics), file=sys.stderr)
         D.barrier(self.info)
@@ -481,8 +481,6 @@ class Trainer:
 
     def _final_metrics(self, model) -> dict:
         from mlip.datasets import StreamingDataset
-
-        from .plots import learning_curve, parity_plots
 
         c, results = self.cfg, {}
         splits = [("val", self.val_paths, self.val_split)]
@@ -495,25 +493,14 @@ class Trainer:
                 continue
             ds = StreamingDataset(paths, split, shuffle=False)
             batches = iterate_batches(ds, c.train.val_batch_size, GraphTransform(model.r_max), drop_last=False)
-            m, pred = evaluate(model, batches, c.loss, info=D.DistInfo(device=self.info.device),
+            m, pred = validation_metrics(model, batches, c.loss, info=D.DistInfo(device=self.info.device),
                                use_stress=self.use_stress, collect=True)
             results[name] = m
-            if c.train.plots:
-                parity_plots(pred, self.out / f"parity_{name}.png", title=name)
-        if c.train.plots and self.log is not None:
-            learning_curve(read_metrics(self.log.path), self.out / "learning_curve.png")
+            if self.plots:
+                plots.parity_plots(pred, self.out / f"parity_{name}.png", title=name)
+        if self.plots and self.log is not None:
+            plots.learning_curve(read_metrics(self.log.path), self.out / "learning_curve.png")
         return results
-
-
-class _nullcontext:
-    def __init__(self, value):
-        self.value = value
-
-    def __enter__(self):
-        return self.value
-
-    def __exit__(self, *exc):
-        return False
 
 
 def load_step(path) -> int:
@@ -531,8 +518,8 @@ def fit(cfg: Config, *, resume: bool = False, overwrite: bool = False, stop_at_s
         stop_at_step: end this session after that step (with a checkpoint), as if preempted.
 
     Raises:
-        ConfigError, DataError, CheckpointError, RunExistsError (all ``ValueError``): bad
-        input, reported before anything in the run folder is written.
+        ConfigError, DataError, CheckpointError, OutputExistsError (:mod:`mlip.errors`, all
+        ``ValueError``): bad input, reported before anything in the run folder is written.
     """
     cfg = config_from_dict(dataclasses.asdict(cfg))  # validated private copy
     trainer = Trainer(cfg, resume=resume, overwrite=overwrite)

@@ -1,7 +1,10 @@
-"""Invariant structure descriptors and their TurboQuant index (mlip.descriptors, mlip-train descriptors)."""
+"""Invariant structure descriptors and their TurboQuant index (mlip.descriptors, python -m mlip.descriptors)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -62,23 +65,38 @@ def test_quantised_search_recall(desc):
     assert torch.allclose(scores, torch.gather(unit @ index.decode().T, 1, approx), atol=1e-12)
 
 
-def test_index_round_trip_and_cli(model, frames, desc, tmp_path, capsys):
-    from mlip.train.cli import main
-
+def test_index_round_trip_and_cli(model, frames, desc, tmp_path):
     index = DescriptorIndex(desc, bits=3)
     index.save(tmp_path / "i.pt")
     again = DescriptorIndex.load(tmp_path / "i.pt")
     assert torch.equal(again.search(desc[:3], 5)[1], index.search(desc[:3], 5)[1])
+    assert not list(tmp_path.glob("*.tmp"))
 
     mlip.save(model, tmp_path / "m.pt")
     from ase.io import write
 
     write(tmp_path / "q.xyz", frames[:2])
-    assert main(["descriptors", str(tmp_path / "m.pt"), str(DATA), "--bits", "4", "-o", str(tmp_path / "c.pt"),
-                 "--query", str(tmp_path / "q.xyz"), "--k", "3"]) == 0
-    out = capsys.readouterr().out
+    p = _cli(str(tmp_path / "m.pt"), str(DATA), "--bits", "4", "-o", str(tmp_path / "c.pt"),
+             "--query", str(tmp_path / "q.xyz"), "--k", "3")
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = p.stdout
     assert "200 structures, 64 invariant (0e) channels, 4 bits: 36 bytes per descriptor (float32: 256)" in out
     cli_index = DescriptorIndex.load(tmp_path / "c.pt")
     _, top = cli_index.search(desc[:2], 3)
     assert int(top[0, 0]) == 0 and int(top[1, 0]) == 1  # each query finds itself first
     assert out.splitlines()[-2].split()[1].startswith("0:")
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    """``python -m mlip.descriptors ARGS`` in a fresh process."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([sys.executable, "-m", "mlip.descriptors", *args], capture_output=True, text=True,
+                          timeout=300, env=env)
+
+
+def test_cli_help_and_bad_input(tmp_path):
+    p = _cli("--help")
+    assert p.returncode == 0
+    assert "-o OUT, --out OUT" in p.stdout and "--query" in p.stdout and "--bits" in p.stdout
+    p = _cli(str(tmp_path / "missing.pt"), str(DATA), "--bits", "9")
+    assert p.returncode == 2 and "--bits: expected 1..8, got 9" in p.stderr

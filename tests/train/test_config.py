@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from mlip import PotentialConfig
+from mlip.config import FROM_DATA
+from mlip.kernels.tp import BACKENDS, CGBackend, register_backend
 from mlip.train import ConfigError, load_config
-from mlip.train.config import config_from_dict
+from mlip.train.config import config_from_dict, config_to_dict
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "mlip" / "train" / "configs" / "ethanol.yaml"
 
@@ -64,3 +67,78 @@ def test_relative_data_paths_are_relative_to_the_file(tmp_path):
     cfg = load_config(p)
     assert cfg.data.train == [str(tmp_path / "sub" / "../x.xyz")]
     assert cfg.data.val == [str(tmp_path / "sub" / "y.h5")]
+
+
+# -- the model section is mlip.PotentialConfig -----------------------------------------------
+def test_model_section_is_a_potential_config_with_from_data_defaults(tmp_path):
+    default = PotentialConfig()
+    for cfg in (config_from_dict({}), config_from_dict({"model": {"num_channels": 8}}),
+                load_config(_yaml(tmp_path, "model:\n  num_channels: 8\n  cutoff_p: 6\n"))):
+        assert type(cfg.model) is PotentialConfig
+        # taken from the data unless given, whether or not the file has a model section
+        assert (cfg.model.elements, cfg.model.e0s, cfg.model.avg_num_neighbors) == (None, None, None)
+        assert cfg.model.unresolved() == list(FROM_DATA)
+        assert (cfg.model.r_max, cfg.model.energy_scale, cfg.model.energy_shift) == (
+            default.r_max, default.energy_scale, default.energy_shift)
+    assert cfg.model.num_channels == 8 and cfg.model.cutoff_p == 6
+    given = config_from_dict({"model": {"elements": ["H", "O"], "e0s": {"H": -13.6, "O": -2040.0},
+                                        "avg_num_neighbors": 7}})
+    assert given.model.unresolved() == [] and given.model.avg_num_neighbors == 7.0
+    # E0s may be given while the elements come from the data
+    assert config_from_dict({"model": {"e0s": {"H": -13.6}}}).model.e0s == {"H": -13.6}
+    # the round trip through a plain dict (config.yaml, checkpoints) keeps the Nones
+    assert config_from_dict(config_to_dict(config_from_dict({}))).model == config_from_dict({}).model
+
+
+def _yaml(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+@pytest.mark.parametrize("model, words", [
+    ({"tp_backend": "fast"}, ["model.tp_backend", *map(repr, BACKENDS)]),
+    ({"tp_backend_overrides": {"product": "fast"}}, ["model.tp_backend_overrides['product']"]),
+    ({"r_max": -1.0}, ["model.r_max"]),
+    ({"cutoff_p": 1}, ["model.cutoff_p", ">= 2"]),
+    ({"elements": ["H", "Xx"]}, ["model.elements", "Xx"]),
+    ({"elements": ["H"], "e0s": {"O": 1.0}}, ["model.e0s", "'O'"]),
+    ({"avg_num_neighbors": 0}, ["model.avg_num_neighbors"]),
+])
+def test_model_section_is_checked_by_potential_config(model, words):
+    with pytest.raises(ConfigError) as err:
+        config_from_dict({"model": model})
+    for w in words:
+        assert w in str(err.value)
+    # the same check when the config is re-validated after a change
+    cfg = config_from_dict({})
+    for k, v in model.items():
+        setattr(cfg.model, k, v)
+    with pytest.raises(ConfigError, match=words[0].replace("[", r"\[").replace("]", r"\]")):
+        cfg.validate()
+
+
+@pytest.mark.parametrize("backend", list(BACKENDS))
+def test_every_registered_backend_is_accepted(backend):
+    cfg = load_config(EXAMPLE, [f"model.tp_backend={backend}", f"model.tp_backend_overrides={{product: {backend}}}"])
+    assert cfg.model.tp_backend == backend and cfg.model.backend("product") == backend
+
+
+def test_a_newly_registered_backend_is_accepted():
+    class CopyOfCG(CGBackend):
+        name = "cg_copy_for_config_test"
+
+    with pytest.raises(ConfigError, match="model.tp_backend"):
+        load_config(EXAMPLE, [f"model.tp_backend={CopyOfCG.name}"])
+    register_backend(CopyOfCG)
+    try:
+        assert load_config(EXAMPLE, [f"model.tp_backend={CopyOfCG.name}"]).model.tp_backend == CopyOfCG.name
+    finally:
+        BACKENDS.pop(CopyOfCG.name)
+
+
+def test_orthoreg_needs_a_reference_model(tmp_path, cache_dir, t):
+    with pytest.raises(ConfigError, match="finetune.orthoreg_weight"):
+        config_from_dict(t.config(tmp_path, cache_dir, finetune={"orthoreg_weight": 0.5}))
+    with pytest.raises(ConfigError, match="finetune.orthoreg_weight"):
+        config_from_dict(t.config(tmp_path, cache_dir, finetune={"from_model": "x.pt", "orthoreg_weight": -1}))
