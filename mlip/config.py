@@ -138,7 +138,7 @@ class PotentialConfig:
                 raise ConfigError(f"tp_options: expected {{backend: {{option: value}}}} with backends {backends}, "
                                   f"got {backend!r}: {opts!r}")
         if self.e0s is not None:
-            unknown = [e for e in self.e0s if self.elements is None or e not in self.elements]
+            unknown = [e for e in self.e0s if self.elements is not None and e not in self.elements]
             if unknown:
                 raise ConfigError(f"e0s: element(s) {unknown} not in elements {self.elements}")
             self.e0s = {str(k): float(v) for k, v in self.e0s.items()}
