@@ -10,9 +10,13 @@ The layer's rules, as they hold:
 * Imports: nothing from the rest of mlip except the standard-library-only foundations
   :mod:`mlip.errors` (the error classes it raises) and :mod:`mlip.atomic` (the cache write).
 * Backends: :data:`BACKENDS` is the registry (``mlip.kernels.tp.register_backend``); every
-  list of backends is read from it.
+  list of backends is read from it. A backend's many-body product comes from
+  :func:`many_body_product`, so the model never branches on backend names.
+* Engines (:data:`ENGINES`): ``torch`` runs every backend; ``cuequivariance`` (optional
+  package, extra ``mlip[cuda]``) runs ``cg``. Chosen at run time, never stored in a model:
+  :func:`set_engine` switches every kernel module inside a model.
 """
 
-from .tp import BACKENDS, TensorProduct
+from .tp import BACKENDS, ENGINES, TensorProduct, many_body_product, set_engine
 
-__all__ = ["TensorProduct", "BACKENDS"]
+__all__ = ["TensorProduct", "BACKENDS", "ENGINES", "many_body_product", "set_engine"]

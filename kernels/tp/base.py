@@ -98,6 +98,19 @@ class TPBackend(Constants):
     #: whether :meth:`forward_rows` is available
     supports_rows: bool = False
 
+    #: engines that run this backend besides ``auto`` (see :mod:`mlip.kernels.tp.engines`)
+    engines: tuple = ("torch",)
+
+    #: which many-body product the model builds on this backend (see
+    #: :func:`mlip.kernels.many_body_product`): ``"chain"`` of elementwise products of this
+    #: backend, or ``"powers"`` (pointwise powers on the sphere, :mod:`mlip.kernels.tp.power`)
+    many_body: str = "chain"
+
+    def engine_executor(self, name: str):
+        """Callable ``(x1, x2, weight) -> out`` (plus ``forward_rows``) running this product on
+        engine ``name`` (one of :attr:`engines` other than ``torch``)."""
+        raise NotImplementedError(f"{self.name}: no engine {name!r}")
+
     #: options under which the product is exactly equivariant (``cp`` is only approximately
     #: so below full rank); checks that need exactness (tests, parity checks) pass these
     exact_options: dict = {}

@@ -121,6 +121,7 @@ class CGBackend(TPBackend):
     """Clebsch–Gordan TP; ``weight_numel = n_paths * C``. See module docstring."""
 
     name = "cg"
+    engines = ("torch", "cuequivariance")
 
     def __init__(self, spec: TPSpec, route: str = "auto"):
         """``route`` (channelwise only): ``"auto"``, ``"pairwise"`` or ``"per_sample"``; both give the
@@ -154,6 +155,15 @@ class CGBackend(TPBackend):
             self._build_elementwise(off1, off2)
         else:
             self._build_channelwise(off1, off2)
+
+    def engine_executor(self, name: str):
+        """``cuequivariance``: :class:`~mlip.kernels.tp.cueq.CGExecutor` (same paths, weights
+        and coefficients as this backend)."""
+        if name != "cuequivariance":
+            return super().engine_executor(name)
+        from .cueq import CGExecutor
+
+        return CGExecutor(self)
 
     def floats_per_sample(self) -> int:
         s = self.spec

@@ -41,6 +41,8 @@ class GridBackend(SphericalProductBackend):
     """Gaunt TP on a spherical grid; option ``resolution=(n_lat, n_lon)`` (default exact)."""
 
     name = "grid"
+    #: the many-body product takes pointwise powers on the grid (no chain of products)
+    many_body = "powers"
 
     def __init__(self, spec, *, resolution: tuple[int, int] | None = None):
         self._resolution = resolution

@@ -11,6 +11,7 @@ from mlip.errors import ConfigError, KernelInputError
 
 from ..irreps import as_irreps, split_channels
 from .base import MODES, TPSpec
+from .engines import EngineSwitch, resolve_engine
 
 __all__ = ["TensorProduct", "BACKENDS", "register_backend", "backend_options"]
 
@@ -62,7 +63,7 @@ def _weight_error(n: int, numel: int, got) -> KernelInputError:
     return KernelInputError(f"weight: expected shape [{n}, {numel}] or [{numel}], got {got}")
 
 
-class TensorProduct(torch.nn.Module):
+class TensorProduct(EngineSwitch, torch.nn.Module):
     """Equivariant tensor product ``out = TP(x1, x2; weight)`` with a swappable backend.
 
     Args:
@@ -81,6 +82,12 @@ class TensorProduct(torch.nn.Module):
             backward; each chunk's backward then also runs on cache-sized tensors; timings
             in ``benchmarks/README.md``). The automatic size keeps the largest intermediate
             near ``CHUNK_FLOATS`` numbers. CUDA tensors are never chunked.
+        engine: how the product is executed (:mod:`mlip.kernels.tp.engines`): ``"auto"``
+            (default: ``cuequivariance`` for CUDA inputs where the backend has it and its CUDA
+            ops import, else ``torch``), ``"torch"`` or ``"cuequivariance"`` (``cg`` only; on
+            CPU it runs cuEquivariance's pure-torch fallback). Same weights and numbers on
+            every engine; switch later with :attr:`engine` or
+            :func:`mlip.kernels.set_engine`.
         **options: backend options (e.g. ``resolution`` for ``grid``, ``rank`` for ``cp``).
 
     Shapes: ``x1 [N, irreps_in1.dim]``, ``x2 [N, irreps_in2.dim]``, ``weight [N, weight_numel]``
@@ -88,13 +95,14 @@ class TensorProduct(torch.nn.Module):
     multiplicity-major layout. ``x1``, ``x2`` and ``weight`` share dtype and device.
 
     Errors: :class:`~mlip.errors.ConfigError` for an unknown backend, an option the backend
-    does not have or a bad option value (naming the option and the backend);
+    does not have, a bad option value (naming the option and the backend) or an engine the
+    backend does not have (naming the backend and its engines);
     :class:`~mlip.errors.KernelInputError` for irreps, mode, ``chunk_size`` or tensors that do
     not fit (naming the argument). Both are ``ValueError`` subclasses.
     """
 
     def __init__(self, irreps_in1, irreps_in2, irreps_out, *, mode: str = "channelwise", backend: str = "cg",
-                 chunk_size: int | None = None, **options):
+                 chunk_size: int | None = None, engine: str = "auto", **options):
         super().__init__()
         if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 0):
             raise KernelInputError(f"chunk_size must be None or an integer >= 0, got {chunk_size!r}")
@@ -114,6 +122,10 @@ class TensorProduct(torch.nn.Module):
         self.mode, self.backend = mode, backend
         self.impl = BACKENDS[backend](spec, **options)
         self.weight_numel = self.impl.weight_numel
+        self.engines = tuple(self.impl.engines)
+        self.engine_owner = f"tensor-product backend {backend!r}"
+        self._executors: dict = {}
+        self.engine = engine
         if chunk_size is None:
             chunk_size = max(16, CHUNK_FLOATS // max(1, self.impl.floats_per_sample()))
         self.chunk_size = chunk_size
@@ -126,11 +138,27 @@ class TensorProduct(torch.nn.Module):
             return (x1.sum() + x2.sum() + weight.sum()).mul(0).expand(0, self.irreps_out.dim)
         if weight.dim() == 1:
             weight = weight.unsqueeze(0)
+        run = self.executor(x1.device)
         n, k = x1.shape[0], self.chunk_size
         if k == 0 or n <= k or x1.device.type != "cpu":
-            return self.impl(x1, x2, weight)
+            return run(x1, x2, weight)
         ws = weight.split(k) if weight.shape[0] == n else [weight] * ((n + k - 1) // k)
-        return torch.cat([self.impl(a, b, w) for a, b, w in zip(x1.split(k), x2.split(k), ws)])
+        return torch.cat([run(a, b, w) for a, b, w in zip(x1.split(k), x2.split(k), ws)])
+
+    def resolved_engine(self, device) -> str:
+        """The engine that runs this product on ``device`` (``"torch"`` or ``"cuequivariance"``)."""
+        return resolve_engine(self._engine, torch.device(device), self.engines)
+
+    def executor(self, device):
+        """What runs the product on ``device``: the backend itself (``torch``) or the backend's
+        executor on another engine (built once, kept outside the state dict)."""
+        name = self.resolved_engine(device)
+        if name == "torch":
+            return self.impl
+        run = self._executors.get(name)
+        if run is None:
+            run = self._executors[name] = self.impl.engine_executor(name)
+        return run
 
     @property
     def supports_rows(self) -> bool:
@@ -168,7 +196,7 @@ class TensorProduct(torch.nn.Module):
             weight = weight.unsqueeze(0)
         if weight.dim() != 2 or weight.shape[-1] != self.weight_numel or weight.shape[0] not in (1, n):
             raise _weight_error(n, self.weight_numel, tuple(weight.shape))
-        return self.impl.forward_rows(x1, x2, weight)
+        return self.executor(x1.device).forward_rows(x1, x2, weight)
 
     def _check(self, x1, x2, weight) -> None:
         for name, t, dim in (("x1", x1, self.irreps_in1.dim), ("x2", x2, self.irreps_in2.dim)):
@@ -187,4 +215,4 @@ class TensorProduct(torch.nn.Module):
         _check_dtypes(x1, x2, weight)
 
     def extra_repr(self) -> str:
-        return f"backend={self.backend!r}"
+        return f"backend={self.backend!r}, engine={self._engine!r}"
