@@ -14,9 +14,11 @@ The layer's rules, as they hold:
   :func:`many_body_product`, so the model never branches on backend names.
 * Engines (:data:`ENGINES`): ``torch`` runs every backend; ``cuequivariance`` (optional
   package, extra ``mlip[cuda]``) runs ``cg``. Chosen at run time, never stored in a model:
-  :func:`set_engine` switches every kernel module inside a model.
+  :func:`set_engine` switches every kernel module inside a model (tensor products, many-body
+  products, :class:`ElementLinear`).
 """
 
+from .linear import ElementLinear
 from .tp import BACKENDS, ENGINES, TensorProduct, many_body_product, set_engine
 
-__all__ = ["TensorProduct", "BACKENDS", "ENGINES", "many_body_product", "set_engine"]
+__all__ = ["TensorProduct", "BACKENDS", "ENGINES", "many_body_product", "set_engine", "ElementLinear"]

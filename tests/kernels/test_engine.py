@@ -193,3 +193,40 @@ def test_many_body_product_per_backend():
         _product("nope")
     with pytest.raises(ValueError, match="prefix"):
         many_body_product("cg", "2x0e+2x1o", "2x1o", 2, 1, generator=torch.Generator())
+
+
+# -- element-dependent linear ------------------------------------------------------------------
+
+def _element_linear_reference(lin, x, element):
+    """``y_l = x_l @ W_l[element] / sqrt(mul_in)``, one atom at a time."""
+    rows = []
+    for n in range(x.shape[0]):
+        e, parts = int(element[n]), []
+        for (a, b, mul_in, dim, mul_out, _), w in zip(lin.plan, lin.weights):
+            W = w.view(mul_in, lin.num_elements, mul_out)[:, e]  # [mul_in, mul_out]
+            parts.append((x[n, a:b].view(mul_in, dim).t() @ W / mul_in**0.5).t().reshape(-1))
+        rows.append(torch.cat(parts))
+    return torch.stack(rows)
+
+
+@pytest.mark.parametrize("engine", ["torch", pytest.param("cuequivariance", marks=needs_cueq)])
+@pytest.mark.parametrize("irreps", [("3x0e+2x1o+2x2e", "2x0e+2x2e"), ("3x0e", "3x0e")])
+def test_element_linear(engine, irreps):
+    from mlip.kernels import ElementLinear
+
+    lin = ElementLinear(*irreps, 3, generator=torch.Generator().manual_seed(0), engine=engine)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(5, lin.irreps_in.dim, generator=g, dtype=torch.float64, requires_grad=True)
+    element = torch.tensor([2, 0, 1, 2, 1])
+    y = lin(x, element)
+    _close(y, _element_linear_reference(lin, x, element), torch.float64)
+    assert [tuple(w.shape) for w in lin.weights] == [(mul_in, 3 * mul_out) for _, _, mul_in, _, mul_out, _ in lin.plan]
+    if engine == "cuequivariance":
+        (gx, gw) = torch.autograd.grad((y**2).sum(), (x, lin.weights[0]), create_graph=True)
+        (ggx,) = torch.autograd.grad((gx**2).sum() + (gw**2).sum(), x)
+        lin.engine = "torch"
+        y2 = lin(x, element)
+        ref = torch.autograd.grad((y2**2).sum(), (x, lin.weights[0]), create_graph=True)
+        (ref_gg,) = torch.autograd.grad((ref[0] ** 2).sum() + (ref[1] ** 2).sum(), x)
+        for a, b in ((gx, ref[0]), (gw, ref[1]), (ggx, ref_gg)):
+            _close(a, b, torch.float64)
