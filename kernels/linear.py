@@ -86,8 +86,7 @@ class ElementLinear(EngineSwitch, torch.nn.Module):
         d = cue.SegmentedTensorProduct.from_subscripts("uv,iu,iv")
         for mul, ir in self.irreps_in:
             d.add_segment(1, (ir.dim, mul))
-        for k, (mul_out, ir) in enumerate(self.irreps_out):
-            a, b, mul_in, dim, _, scale = self.plan[k]
+        for k, (_, _, mul_in, dim, mul_out, scale) in enumerate(self.plan):
             d.add_segment(2, (dim, mul_out))
             w = d.add_segment(0, (mul_in, mul_out))
             d.add_path(w, self.sources[k], k, c=np.array(scale))
