@@ -64,7 +64,8 @@ def parse_args(argv=None):
     p.add_argument("--data", type=Path, default=DATA, help="extxyz file with energies and forces")
     p.add_argument("--backends", nargs="*", default=["cg", "grid", "cp"], choices=backend_names(),
                    help="mlip backends to train (none: only MACE)")
-    p.add_argument("--minutes", nargs="+", type=float, default=[5, 15, 45], help="evaluation marks (minutes of --clock)")
+    p.add_argument("--minutes", nargs="+", type=float, default=[5, 15, 45],
+                   help="evaluation marks (minutes of --clock)")
     p.add_argument("--clock", default="cpu", choices=["cpu", "wall"],
                    help="budget clock: CPU time of the training process, or wall-clock time")
     p.add_argument("--merge", nargs="+", type=Path, default=None,
@@ -211,7 +212,8 @@ def run_mace(args, train: Path, val: Path) -> list[dict]:
     out.mkdir(parents=True, exist_ok=True)
     cmd = [str(py.parent / "mace_run_train"), "--name", "ethanol", "--train_file", str(train),
            "--valid_file", str(val), "--energy_key", "energy", "--forces_key", "forces", "--model", "MACE",
-           "--num_channels", str(args.channels), "--max_L", str(args.l_max), "--max_ell", str(args.mace_max_ell), "--correlation", str(args.correlation),
+           "--num_channels", str(args.channels), "--max_L", str(args.l_max), "--max_ell", str(args.mace_max_ell),
+           "--correlation", str(args.correlation),
            "--num_interactions", str(args.layers), "--r_max", str(args.r_max), "--batch_size", str(args.batch_size),
            "--valid_batch_size", "32", "--lr", str(args.lr), "--energy_weight", "1", "--forces_weight", "10",
            "--E0s", "average", "--ema", "--ema_decay", "0.99", "--max_num_epochs", "100000",
