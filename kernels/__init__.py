@@ -8,7 +8,8 @@ The layer's rules, as they hold:
   directory (``$MLIP_CACHE_DIR/cp``, else the platform's user cache dir), written
   atomically; a cache that cannot be written is not an error (the factors are recomputed).
 * Imports: nothing from the rest of mlip except the standard-library-only foundations
-  :mod:`mlip.errors` (the error classes it raises) and :mod:`mlip.atomic` (the cache write).
+  :mod:`mlip.errors` (the error classes it raises), :mod:`mlip.atomic` (the cache write) and
+  :mod:`mlip.paths` (where the cache is).
 * Backends: :data:`BACKENDS` is the registry (``mlip.kernels.tp.register_backend``); every
   list of backends is read from it. A backend's many-body product comes from
   :func:`many_body_product`, so the model never branches on backend names.

@@ -2,7 +2,7 @@
 
 Layers, and the direction of imports (an arrow never points upward)::
 
-    foundations   mlip.errors, mlip.atomic       standard library only; every layer may import them
+    foundations   mlip.errors, .atomic, .paths   standard library only; every layer may import them
     kernels       mlip.kernels                   tensor math; no atoms; no I/O but the CP factor cache
     datasets      mlip.datasets                  files to samples (HDF5, converters); no model code
     model         mlip.config, .graph, .potential, .io, ...   uses kernels

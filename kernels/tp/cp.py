@@ -24,7 +24,6 @@ degree), capped at the full rank.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +31,7 @@ import torch
 
 from mlip.atomic import atomic_open
 from mlip.errors import ConfigError, KernelInputError
+from mlip.paths import cache_dir as user_cache_dir
 
 from .base import TPBackend, TPSpec
 from .paths import enumerate_paths, unreachable_outputs
@@ -43,12 +43,7 @@ _ALGO = "als-v1"
 
 def cache_dir() -> Path:
     """Where CP factors are cached: ``$MLIP_CACHE_DIR/cp`` or the platform user cache dir."""
-    root = os.environ.get("MLIP_CACHE_DIR")
-    if root is None:
-        import platformdirs
-
-        root = platformdirs.user_cache_dir("mlip")
-    return Path(root) / "cp"
+    return user_cache_dir("cp")
 
 
 def cg_tensor(spec: TPSpec) -> np.ndarray:

@@ -6,7 +6,7 @@ from pathlib import Path
 import mlip.kernels
 
 KERNELS = Path(mlip.kernels.__file__).parent
-ALLOWED = {"mlip.errors", "mlip.atomic"}
+ALLOWED = {"mlip.errors", "mlip.atomic", "mlip.paths"}
 
 
 def imported_mlip_modules(source: str, depth: int) -> set[str]:

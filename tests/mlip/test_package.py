@@ -39,3 +39,13 @@ def test_import_mlip_does_not_load_the_model_stack():
     code = f"import sys, mlip, mlip.errors, mlip.atomic; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_one_cache_folder(monkeypatch, tmp_path):
+    from mlip.kernels.tp.cp import cache_dir as cp_cache
+    from mlip.paths import cache_dir
+
+    monkeypatch.setenv("MLIP_CACHE_DIR", str(tmp_path))
+    assert cache_dir() == tmp_path and cp_cache() == tmp_path / "cp"
+    monkeypatch.delenv("MLIP_CACHE_DIR")
+    assert cache_dir("cp") == cp_cache() and cache_dir().name == "mlip"
