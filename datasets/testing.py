@@ -103,38 +103,63 @@ def emt_bulk_cu(n: int = 8, seed: int = 0) -> list:
     return out
 
 
-def write_oc20_extxyz(path: str | Path, systems: list, references: dict, compress: bool = False) -> Path:
-    """Write OC20 S2EF-style ``.extxyz[.xz]`` + ``.txt``.
+def write_oc20_extxyz(path: str | Path, systems: list, references: dict, compress: bool = False,
+                      free_energy_shift: float | None = None) -> Path:
+    """Write OC20 S2EF-style structure and reference files, as downloaded.
 
     Args:
-        path: ``name.extxyz`` (``.xz`` is appended when ``compress``).
+        path: ``name.extxyz``.
         systems: list of ``(sid, frames)``; frames are written in order with
             ``fid`` = position in their list.
         references: sid -> reference energy (eV) written to the ``.txt``.
+        compress: write the pair as shipped, ``name.extxyz.xz`` + ``name.txt.xz``;
+            otherwise the plain pair fairchem's ``uncompress.py`` leaves,
+            ``name.extxyz`` + ``name.txt``.
+        free_energy_shift: also write ``free_energy`` (= energy + this) beside
+            ``energy`` on every frame, as the OC20 extxyz files carry both.
 
     Returns the path of the structure file.
     """
     import ase.io
+    from ase.calculators.singlepoint import SinglePointCalculator
 
     path = Path(path)
     txt = path.with_name(path.name.split(".")[0] + ".txt")
     frames, lines = [], []
     for sid, fr in systems:
         for fid, a in enumerate(fr):
+            if free_energy_shift is not None:
+                e = a.get_potential_energy()
+                f = a.get_forces(apply_constraint=False)
+                a = a.copy()
+                a.calc = SinglePointCalculator(a, energy=e, free_energy=e + free_energy_shift, forces=f)
             frames.append(a)
             lines.append(f"random{sid},frame{fid},{references[sid]!r}\n")
     ase.io.write(path, frames, format="extxyz")
+    text = "".join(lines).encode()
     if compress:
         data = path.read_bytes()
         path.unlink()
         path = path.with_name(path.name + ".xz")
         path.write_bytes(lzma.compress(data))
-    txt.write_text("".join(lines))
+        txt.with_name(txt.name + ".xz").write_bytes(lzma.compress(text))
+    else:
+        txt.write_bytes(text)
     return path
 
 
-def atoms_to_data(atoms, sid: int, fid: int, energy: float | None = None):
-    """An OC20-LMDB-style ``Data`` for ``atoms`` (fields as in the S2EF LMDBs)."""
+def atoms_to_data(atoms, sid: int, fid: int, energy: float | None = None, layout: str = "2021"):
+    """An OC20-LMDB-style ``Data`` for ``atoms``.
+
+    Args:
+        layout: the field set of a writer. ``"2021"``: the S2EF LMDBs as
+            published (``y``, ``force``, float32 ``atomic_numbers`` and
+            ``fixed``, tensor ``fid``). ``"fairchem"``: fairchem's current
+            writer (``energy``, ``forces``, uint8 ``atomic_numbers``, int32
+            ``fixed``, positions wrapped into the cell, ``fid`` a plain int).
+            ``"is2re"``: an IS2RE LMDB (``pos``, ``pos_relaxed``, ``y_init``,
+            ``y_relaxed``; no forces; ``energy`` is the relaxed energy).
+    """
     import torch
     from ase.constraints import FixAtoms
     from torch_geometric.data import Data
@@ -143,18 +168,40 @@ def atoms_to_data(atoms, sid: int, fid: int, energy: float | None = None):
     for c in atoms.constraints:
         if isinstance(c, FixAtoms):
             fixed[c.index] = 1
-    return Data(
-        pos=torch.tensor(atoms.positions, dtype=torch.float32),
-        cell=torch.tensor(np.asarray(atoms.cell), dtype=torch.float32).view(1, 3, 3),
-        atomic_numbers=torch.tensor(atoms.numbers, dtype=torch.float32),
-        natoms=len(atoms),
-        tags=torch.tensor(atoms.get_tags(), dtype=torch.int64),
-        fixed=torch.tensor(fixed, dtype=torch.float32),
-        y=float(atoms.get_potential_energy() if energy is None else energy),
-        force=torch.tensor(atoms.get_forces(apply_constraint=False), dtype=torch.float32),
-        sid=sid,
-        fid=torch.tensor(fid),
-    )
+    e = float(atoms.get_potential_energy() if energy is None else energy)
+    common = dict(cell=torch.tensor(np.asarray(atoms.cell), dtype=torch.float32).view(1, 3, 3), natoms=len(atoms),
+                  tags=torch.tensor(atoms.get_tags(), dtype=torch.int64), sid=sid)
+    if layout == "2021":
+        return Data(
+            pos=torch.tensor(atoms.positions, dtype=torch.float32),
+            atomic_numbers=torch.tensor(atoms.numbers, dtype=torch.float32),
+            fixed=torch.tensor(fixed, dtype=torch.float32),
+            y=e,
+            force=torch.tensor(atoms.get_forces(apply_constraint=False), dtype=torch.float32),
+            fid=torch.tensor(fid),
+            **common,
+        )
+    if layout == "fairchem":
+        return Data(
+            pos=torch.tensor(atoms.get_positions(wrap=True), dtype=torch.float32),
+            atomic_numbers=torch.tensor(atoms.numbers, dtype=torch.uint8),
+            fixed=torch.tensor(fixed, dtype=torch.int32),
+            energy=e,
+            forces=torch.tensor(atoms.get_forces(apply_constraint=False), dtype=torch.float32),
+            fid=int(fid),
+            **common,
+        )
+    if layout == "is2re":
+        return Data(
+            pos=torch.tensor(atoms.positions, dtype=torch.float32),
+            pos_relaxed=torch.tensor(atoms.positions, dtype=torch.float32),
+            atomic_numbers=torch.tensor(atoms.numbers, dtype=torch.float32),
+            fixed=torch.tensor(fixed, dtype=torch.float32),
+            y_init=e + 1.0,
+            y_relaxed=e,
+            **common,
+        )
+    raise ValueError(f"layout must be 2021, fairchem or is2re; got {layout!r}")
 
 
 def write_lmdb(path: str | Path, items: dict, map_size: int = 1 << 30) -> Path:

@@ -59,21 +59,47 @@ def open_lmdb(path: str | Path) -> lmdb.Environment:
     return env
 
 
-def iter_lmdb(path: Path, state: dict | None, skip_keys=()) -> Iterator[tuple[int, bytes, bytes]]:
-    """``(n, key, value)`` for the entries of an LMDB file in key order.
+def is_integer_key(key: bytes) -> bool:
+    """True for a key that is an ASCII decimal integer (``b"0"``, ``b"117"``, ``b"000015111"``)."""
+    return key.isdigit()
 
-    ``n`` counts entries from the start of the file (skipped keys excluded).
-    With ``state`` (a cursor ``{"n": ..., "key": hex}``) reading resumes after
-    that key.
+
+def iter_lmdb(path: Path, state: dict | None, skip_keys=(), *, order: str = "byte",
+              info: dict | None = None) -> Iterator[tuple[int, bytes, bytes]]:
+    """``(n, key, value)`` for the entries of an LMDB file.
+
+    ``order="byte"`` walks the keys in LMDB's byte order (``b"0", b"1", b"10",
+    b"100", b"11"``...). ``order="numeric"`` walks them by integer value when
+    every key (``skip_keys`` aside) is an ASCII integer, as fairchem indexes
+    its LMDBs (``str(i)`` for ``i`` in ``range(length)``), and falls back to
+    byte order otherwise. The order used is stored as ``info["key_order"]``
+    (``"numeric"`` or ``"byte"``) before the first entry is yielded.
+
+    ``n`` counts entries from the start of the file in that order (skipped keys
+    excluded). With ``state`` (a cursor ``{"n": ..., "key": hex}``) reading
+    resumes after that key.
 
     Raises:
-        DataError (fatal): if the file cannot be opened or read.
+        DataError (fatal): if the file cannot be opened or read, or ``state``
+            does not match the file.
     """
     lmdb = import_lmdb()
     env = open_lmdb(path)
     n = 0
     try:
         with env.begin(buffers=False) as txn:
+            keys = None
+            if order == "numeric":
+                keys = [k for k in txn.cursor().iternext(keys=True, values=False) if k not in skip_keys]
+                if all(is_integer_key(k) for k in keys):
+                    keys.sort(key=lambda k: (int(k), k))
+                else:
+                    keys = None
+            if info is not None:
+                info["key_order"] = "byte" if keys is None else "numeric"
+            if keys is not None:
+                yield from _iter_sorted(path, txn, keys, state)
+                return
             cur = txn.cursor()
             if state is not None and state.get("key") is not None:
                 last = bytes.fromhex(state["key"])
@@ -93,3 +119,17 @@ def iter_lmdb(path: Path, state: dict | None, skip_keys=()) -> Iterator[tuple[in
         raise DataError(path, f"entry {n}", f"corrupt LMDB file: {exc}", fatal=True) from exc
     finally:
         env.close()
+
+
+def _iter_sorted(path, txn, keys: list, state: dict | None) -> Iterator[tuple[int, bytes, bytes]]:
+    start = 0
+    if state is not None and state.get("key") is not None:
+        start = int(state["n"])
+        if not 0 < start <= len(keys) or keys[start - 1] != bytes.fromhex(state["key"]):
+            raise DataError(path, f"entry {start}", "cannot resume: the file's keys differ from those of the "
+                                                    "interrupted conversion; rerun with --overwrite", fatal=True)
+    for i in range(start, len(keys)):
+        value = txn.get(keys[i])
+        if value is None:
+            raise DataError(path, f"key {keys[i]!r}", "corrupt LMDB file: listed key has no value", fatal=True)
+        yield i + 1, keys[i], value

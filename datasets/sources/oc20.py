@@ -1,7 +1,9 @@
 """OC20 S2EF (extxyz + txt, or LMDB) and OC22 (LMDB) readers.
 
 OC20 extxyz: each ``name.extxyz`` / ``name.extxyz.xz`` comes with
-``name.txt``, one line per frame, ``random<sid>,frame<fid>,<reference energy>``.
+``name.txt`` or ``name.txt.xz`` (the download ships both files compressed,
+fairchem's ``uncompress.py`` turns them into the plain pair; either form is
+read), one line per frame, ``random<sid>,frame<fid>,<reference energy>``.
 The frame's energy is the total DFT energy (RPBE, eV); with
 ``subtract_reference`` the reference is subtracted, giving the adsorption
 energy used for OC20 training. Trajectory id = sid, frame id = fid; tags and
@@ -14,6 +16,7 @@ per-element linear reference (``.npz`` with ``coeff``) is subtracted with the
 
 from __future__ import annotations
 
+import lzma
 import re
 from pathlib import Path
 from typing import Iterator
@@ -27,13 +30,34 @@ from .xyz_frames import iter_frames, parse_frame
 _TXT = re.compile(r"^\s*(?:random)?(\d+)\s*,\s*(?:frame)?(\d+)\s*,\s*(\S+)\s*$")
 
 
-def txt_for(path: Path) -> Path:
-    """The reference ``.txt`` of an OC20 ``.extxyz[.xz]`` file."""
+def txt_candidates(path: Path) -> list[Path]:
+    """The possible reference files of an OC20 ``.extxyz[.xz]`` file: ``N.txt``, then ``N.txt.xz``."""
     name = path.name
+    stem = path.stem
     for suffix in (".extxyz.xz", ".extxyz", ".xyz.xz", ".xyz"):
         if name.endswith(suffix):
-            return path.with_name(name[: -len(suffix)] + ".txt")
-    return path.with_suffix(".txt")
+            stem = name[: -len(suffix)]
+            break
+    return [path.with_name(stem + ".txt"), path.with_name(stem + ".txt.xz")]
+
+
+def txt_for(path: Path) -> Path:
+    """The reference file of an OC20 ``.extxyz[.xz]`` file: the first of :func:`txt_candidates` that
+    exists (``N.txt`` before ``N.txt.xz``); ``N.txt`` when neither does."""
+    candidates = txt_candidates(path)
+    return next((c for c in candidates if c.exists()), candidates[0])
+
+
+def _open_txt(txt: Path):
+    return lzma.open(txt, "rt") if txt.suffix == ".xz" else open(txt)
+
+
+def _readline(handle, txt: Path) -> str:
+    try:
+        return handle.readline()
+    except (OSError, EOFError, lzma.LZMAError, UnicodeDecodeError) as exc:
+        raise DataError(txt, "", f"cannot read reference file (corrupt or truncated archive): {exc}",
+                        fatal=True) from None
 
 
 def is_lmdb(path: Path) -> bool:
@@ -48,10 +72,27 @@ class OC20Source(ExtxyzSource):
     patterns = ("*.extxyz", "*.extxyz.xz", "*.lmdb")
     level_of_theory = "RPBE (VASP, PAW)"
 
+    def __init__(self, paths, options=None):
+        super().__init__(paths, options)
+        self.key_order: dict[str, str] = {}  # LMDB file -> "numeric" / "byte"
+        self.energy_fields: set[str] = set()  # Data fields the LMDB energies came from (y, energy)
+
+    def attrs(self) -> dict:
+        a = super().attrs()
+        if self.key_order:
+            byte = sorted(Path(p).name for p, o in self.key_order.items() if o != "numeric")
+            a["lmdb_key_order"] = ("byte order: keys are not all integers in " + ", ".join(byte) if byte else
+                                   "numeric (integer keys in increasing order, as fairchem indexes them)")
+        return a
+
+    def _lmdb_fields(self) -> str:
+        names = sorted(self.energy_fields) or ["y"]
+        return f"LMDB Data field{'s' if len(names) > 1 else ''} " + " / ".join(names)
+
     def energy_reference(self) -> str:
         kinds = {is_lmdb(p) for p in self.files}
         if kinds == {True}:
-            ref = "as stored in the LMDB y field (OC20 S2EF LMDBs usually hold adsorption energies)"
+            ref = f"as stored in the {self._lmdb_fields()} (OC20 S2EF LMDBs usually hold adsorption energies)"
         elif self.options.subtract_reference:
             ref = "adsorption energy: total energy minus the per-frame reference of the OC20 .txt files"
         else:
@@ -71,15 +112,17 @@ class OC20Source(ExtxyzSource):
         start, offset = (int(state["n"]), int(state["offset"])) if state else (0, 0)
         try:
             try:
-                handle = open(txt)
+                handle = _open_txt(txt)
             except OSError as exc:
-                raise DataError(txt, "", f"missing reference file for {path.name}: {exc}", fatal=True) from None
+                names = " or ".join(c.name for c in txt_candidates(path))
+                raise DataError(txt, "", f"missing reference file for {path.name} (looked for {names}): {exc}",
+                                fatal=True) from None
             with handle:
                 for _ in range(start):
-                    handle.readline()
+                    _readline(handle, txt)
                 for raw in iter_frames(path, start, offset):
                     unit = Unit({"file": index, "n": raw.index + 1, "offset": raw.offset})
-                    line = handle.readline()
+                    line = _readline(handle, txt)
                     try:
                         sid, fid, ref = self._txt_line(txt, raw.index, line)
                         frame = parse_frame(path, raw)
@@ -92,7 +135,7 @@ class OC20Source(ExtxyzSource):
                             raise
                         unit.errors.append(err)
                     yield unit
-                extra = handle.readline()
+                extra = _readline(handle, txt)
                 if extra.strip():
                     raise DataError(txt, "", f"more reference lines than frames in {path.name}", fatal=True)
         except DataError as err:
@@ -120,7 +163,7 @@ class OC22Source(OC20Source):
     level_of_theory = "PBE+U (VASP, PAW)"
 
     def energy_reference(self) -> str:
-        ref = "total DFT energy"
+        ref = f"total DFT energy (from the {self._lmdb_fields()})"
         if self.options.element_energies is not None:
             ref += f" minus the linear reference from {Path(self.options.element_energies.source).name}"
         return ref
