@@ -85,6 +85,7 @@ def dataset_info(paths) -> dict:
         "source": a0.get("source"),
         "level_of_theory": a0.get("level_of_theory"),
         "energy_reference": a0.get("energy_reference"),
+        "lmdb_key_order": a0.get("lmdb_key_order"),
         "units": {k: a0.get(k) for k in ("units_energy", "units_length", "units_forces", "units_stress")},
         "n_structures": sum(r.n_structures for r in readers),
         "n_atoms": sum(r.n_atoms for r in readers),
@@ -198,6 +199,8 @@ def format_info(info: dict) -> str:
     ]
     if info["optional_fields"]:
         lines.append("optional fields  " + ", ".join(info["optional_fields"]))
+    if info.get("lmdb_key_order"):
+        lines.append(f"LMDB key order   {info['lmdb_key_order']}")
     if len(info["stages"]) > 1 or (info["stages"] and "-" not in info["stages"]):
         lines.append("stages           " + ", ".join(f"{k}: {v:,}" for k, v in info["stages"].items()))
     lines.append(f"skipped at conversion: {info['skipped_at_conversion']}")
