@@ -65,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     g = c.add_argument_group("pubchemqcr")
     g.add_argument("--stage", choices=STAGES + ("all",), default="DFT_1st",
                    help="optimisation stage to convert (default DFT_1st; all keeps every stage, stage id stored)")
+    g.add_argument("--strict", action="store_true",
+                   help="stop at an incomplete step (energy or gradient missing or non-finite, atom count differing "
+                        "from the trajectory's) like at any bad record; by default such steps are skipped, as the "
+                        "reference loader does, and counted by reason in the printed and stored skip report")
     g = c.add_argument_group("oc20")
     g.add_argument("--subtract-reference", action="store_true",
                    help="subtract the .txt per-frame reference energy (adsorption energy); default keeps totals")
@@ -99,7 +103,7 @@ def _convert(a) -> int:
         stage=a.stage, subtract_reference=a.subtract_reference,
         element_energies=ElementEnergies.load(a.element_energies) if a.element_energies else None,
         energy_key=a.energy_key, forces_key=a.forces_key, stress_key=a.stress_key, pbc=a.pbc,
-        trajectory_key=a.trajectory_key, level_of_theory=a.level_of_theory)
+        trajectory_key=a.trajectory_key, level_of_theory=a.level_of_theory, strict=a.strict)
     r = convert(a.format, a.sources, a.out, options=options, shard_size=a.shard_size, skip_bad=a.skip_bad,
                 resume=a.resume, overwrite=a.overwrite, compression=a.compression,
                 split_fractions=a.split_fractions, split_seed=a.split_seed, progress=not a.quiet)

@@ -207,6 +207,8 @@ def _shards(source, cursor, out: Path, single: bool, first: int, shard_size: int
                 if not skip_bad:
                     raise err
                 report.add(err)
+            for err in unit.skipped:  # left out by design (e.g. incomplete PubChemQCR steps): counted only
+                report.add(err)
             for s in unit.structures:
                 if writer is None:
                     path = out if single else out / shard_name(index)

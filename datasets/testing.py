@@ -232,8 +232,18 @@ def write_data_lmdb(path: str | Path, datas: list, length_key: bool = True) -> P
     return write_lmdb(path, items)
 
 
-def pubchemqcr_steps(frames: list, with_charge: bool = True) -> list:
-    """PubChemQCR steps from labelled frames: Å coordinates, Hartree, Hartree/Bohr gradient."""
+def pubchemqcr_steps(frames: list, with_charge: bool = True, float_charge: bool = False,
+                     missing: dict | None = None) -> list:
+    """PubChemQCR steps from labelled frames: Å coordinates, Hartree, Hartree/Bohr gradient.
+
+    Args:
+        with_charge: give each coordinate / gradient entry a ``charge`` (SMASH
+            steps have none).
+        float_charge: write the charge as a float (``6.0``), as many real steps do.
+        missing: step index -> ``"step"`` (the step is ``None``), ``"energy"`` or
+            ``"gradient"`` (that value is ``None``): the incomplete steps of the
+            real data.
+    """
     steps = []
     for a in frames:
         f = a.get_forces() if a.calc is not None else a.arrays["forces"]
@@ -243,10 +253,17 @@ def pubchemqcr_steps(frames: list, with_charge: bool = True) -> list:
             c = {"atom": sym, "x": float(p[0]), "y": float(p[1]), "z": float(p[2])}
             d = {"atom": sym, "dx": float(g[0]), "dy": float(g[1]), "dz": float(g[2])}
             if with_charge:
-                c["charge"] = d["charge"] = int(z)
+                c["charge"] = d["charge"] = float(z) if float_charge else int(z)
             coords.append(c)
             grad.append(d)
         steps.append({"coordinates": coords, "energy": float(e) / HARTREE_EV, "gradient": grad})
+    for i, what in (missing or {}).items():
+        if what == "step":
+            steps[i] = None
+        elif what in ("energy", "gradient"):
+            steps[i][what] = None
+        else:
+            raise ValueError(f"missing: step, energy or gradient; got {what!r}")
     return steps
 
 

@@ -37,6 +37,11 @@ class SourceOptions:
         trajectory_key: extxyz: ``frame`` (each frame its own trajectory),
             ``file`` (one trajectory per file) or an info key holding an id.
         level_of_theory: overrides the level of theory recorded in the output.
+        strict: pubchemqcr: stop at an incomplete step (energy or gradient
+            missing or non-finite, atom count differing from the trajectory's)
+            like at any bad record; by default such steps are skipped, as the
+            reference loader does, and counted by reason in the skip report.
+            Not part of :meth:`fingerprint`: it decides only whether a run stops.
     """
 
     stage: str = "DFT_1st"
@@ -48,6 +53,7 @@ class SourceOptions:
     pbc: str = "auto"
     trajectory_key: str = "frame"
     level_of_theory: str | None = None
+    strict: bool = False
 
     def fingerprint(self) -> dict:
         """JSON-able summary used to check that a resumed run matches."""
@@ -66,11 +72,15 @@ class Unit:
         structures: good structures, in source order.
         errors: problems met (whole record or single steps); ``fatal`` ones
             end the file.
+        skipped: records left out by design (e.g. PubChemQCR incomplete
+            steps), as :class:`~mlip.errors.DataError` naming the reason:
+            counted in the skip report, never raised.
     """
 
     cursor: dict
     structures: list = field(default_factory=list)
     errors: list = field(default_factory=list)
+    skipped: list = field(default_factory=list)
 
 
 class Source:

@@ -15,13 +15,26 @@ eV/Å; trajectory id = CID, frame id = step index within its stage, stage code
 kept, so the geometry shared by the end of one stage and the start of the
 next appears twice (with each stage's own labels).
 
+Incomplete steps: the real data hold steps whose energy or gradient is
+missing (``None``, or the whole step ``None``) or non-finite, or whose atom
+count differs from the trajectory's (the most common count over the record's
+steps; a gradient with another atom count than the coordinates counts too).
+The reference loader skips them, and so does this reader: each is counted by
+reason (``incomplete step (missing gradient)`` ...) in the skip report that
+``convert`` prints and stores in the shard. With the ``strict`` option such a
+step is a bad record (the run stops unless ``skip_bad``). Corrupt records
+(undecodable values, refused pickles, unknown elements) are bad records always.
+Element ``charge`` entries (int, float or absent in SMASH steps) are not read.
+
 Values are unpickled with the restricted unpickler of :mod:`.safe_pickle`.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import zlib
+from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
@@ -88,6 +101,7 @@ class PubChemQCRSource(Source):
             unit.errors.append(err)
             return
         cid = int(key)
+        natoms = _trajectory_natoms(record)
         for stage in self.stages:
             steps = record.get(stage)
             if steps is None:
@@ -95,7 +109,14 @@ class PubChemQCRSource(Source):
             code = STAGES.index(stage)
             for i, step in enumerate(steps):
                 w = f"{where} stage {stage} step {i}"
+                reason = _incomplete(step, natoms)
+                if reason is not None and not self.options.strict:
+                    unit.skipped.append(DataError(path, w, f"incomplete step ({reason[0]}): {reason[1]}; skipped, as "
+                                                           "the reference loader does (--strict stops instead)"))
+                    continue
                 try:
+                    if reason is not None and reason[1].startswith("step has"):
+                        raise DataError(path, w, f"bad shape: {reason[1]}")
                     s = self._step(path, w, step, cid, i, code)
                     unit.structures.append(self.subtract_element_energies(path, w, s))
                 except DataError as err:
@@ -130,3 +151,46 @@ class PubChemQCRSource(Source):
         return checked_structure(
             path, where, positions=pos, atomic_numbers=z, energy=energy,
             forces=-g * _FORCE, trajectory_id=cid, frame_id=frame, stage=stage)
+
+
+def _trajectory_natoms(record: dict) -> int | None:
+    """The most common atom count over the steps of a record (all stages), or None."""
+    counts: Counter = Counter()
+    for steps in record.values():
+        if isinstance(steps, list):
+            counts.update(len(st["coordinates"]) for st in steps
+                          if isinstance(st, dict) and isinstance(st.get("coordinates"), list))
+    return counts.most_common(1)[0][0] if counts else None
+
+
+def _incomplete(step, natoms: int | None) -> tuple[str, str] | None:
+    """``(reason, detail)`` when the reference loader would skip ``step`` (energy / gradient
+    missing or non-finite, atom count differing from the trajectory's), else None. Anything
+    else, including values that cannot be decoded, is left to the full checks (a bad record)."""
+    if step is None:
+        return "empty step", "the step is None"
+    if not isinstance(step, dict):
+        return None
+    energy = step.get("energy")
+    if energy is None:
+        return "missing energy", "energy is None or absent"
+    try:
+        if not math.isfinite(float(energy)):
+            return "non-finite energy", f"energy is {energy!r}"
+    except (TypeError, ValueError):
+        return None
+    grad, coords = step.get("gradient"), step.get("coordinates")
+    if grad is None:
+        return "missing gradient", "gradient is None or absent"
+    if isinstance(coords, list):
+        if natoms is not None and len(coords) != natoms:
+            return "atom count differs", f"step has {len(coords)} atoms, the trajectory {natoms}"
+        if isinstance(grad, list) and len(grad) != len(coords):
+            return "atom count differs", f"gradient has {len(grad)} atoms, coordinates {len(coords)}"
+    try:
+        g = np.array([[a["dx"], a["dy"], a["dz"]] for a in grad], dtype=np.float64)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if not np.all(np.isfinite(g)):
+        return "non-finite gradient", "gradient contains NaN or inf"
+    return None

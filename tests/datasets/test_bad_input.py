@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mlip.datasets import DataError, HDF5Dataset, StreamingDataset, convert
+from mlip.datasets.sources import SourceOptions
 from mlip.datasets.testing import (
     atoms_to_data,
     pubchemqcr_steps,
@@ -45,9 +46,10 @@ def test_pubchemqcr_bad_step(tmp_path, rmd17_frames, mutate, match):
     bad = _pcq(rmd17_frames)
     mutate(bad["DFT_1st"][1])
     src = write_pubchemqcr_lmdb(tmp_path / "p.lmdb", {702: _pcq(rmd17_frames), 887: bad})
-    err = _expect_bad("pubchemqcr", [src], tmp_path / "o.h5", match)
+    strict = SourceOptions(strict=True)  # incomplete steps (the first three) are skipped unless --strict
+    err = _expect_bad("pubchemqcr", [src], tmp_path / "o.h5", match, options=strict)
     assert err.path == str(src) and err.where == "key b'000000887' stage DFT_1st step 1"
-    r = convert("pubchemqcr", [src], tmp_path / "o.h5", skip_bad=True, progress=False)
+    r = convert("pubchemqcr", [src], tmp_path / "o.h5", skip_bad=True, options=strict, progress=False)
     assert r.n_structures == 5 and r.report.skipped == 1
     with h5py.File(r.paths[0], "r", locking=False) as f:
         assert json.loads(f.attrs["skip_report"])["skipped"] == 1

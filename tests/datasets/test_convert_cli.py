@@ -71,8 +71,9 @@ def test_help_explains_every_option(capsys):
 
 def test_sharded_conversion_fail_then_resume(tmp_path, pcq_source, capsys):
     out = tmp_path / "shards"
-    args = ["convert", "--format", "pubchemqcr", str(pcq_source), "-o", str(out), "--shard-size", "30", "--quiet"]
-    # molecule 50 (structures 147-149) is bad: without --skip-bad the run stops in shard 4
+    args = ["convert", "--format", "pubchemqcr", str(pcq_source), "-o", str(out), "--shard-size", "30", "--quiet",
+            "--strict"]
+    # molecule 50 (structures 147-149) is bad: with --strict and without --skip-bad the run stops in shard 4
     assert main(args) == 2
     err = capsys.readouterr().err
     assert "key b'000000050' stage DFT_1st step 1" in err and "missing field: gradient" in err
@@ -147,9 +148,10 @@ def test_resume_refuses_other_options_or_nothing(tmp_path, pcq_source):
     out = tmp_path / "shards"
     with pytest.raises(FileNotFoundError, match="no partial conversion"):
         convert("pubchemqcr", [pcq_source], out, resume=True, progress=False)
-    with pytest.raises(DataError, match="missing field: gradient"):  # molecule 50, without --skip-bad
-        convert("pubchemqcr", [pcq_source], out, shard_size=30, progress=False)
     from mlip.datasets.sources import SourceOptions
+
+    with pytest.raises(DataError, match="missing field: gradient"):  # molecule 50, --strict without --skip-bad
+        convert("pubchemqcr", [pcq_source], out, shard_size=30, options=SourceOptions(strict=True), progress=False)
 
     with pytest.raises(ValueError, match="other sources or options"):
         convert("pubchemqcr", [pcq_source], out, shard_size=30, options=SourceOptions(stage="all"), progress=False)

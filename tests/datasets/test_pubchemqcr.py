@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from mlip.datasets import HDF5Dataset, convert
+from mlip.datasets import DataError, HDF5Dataset, convert
 from mlip.datasets.references import ElementEnergies
 from mlip.datasets.sources import SourceOptions
 from mlip.datasets.testing import pubchemqcr_steps, write_pubchemqcr_lmdb
@@ -87,3 +87,74 @@ def test_splits_never_cut_a_trajectory(tmp_path, rmd17_frames):
             assert owner.setdefault(cid, split) == split
     assert len(owner) == 40
     assert sorted(r.splits.values()) == [12, 12, 96]
+
+
+def _incomplete_record(frames):
+    """DFT_1st with 10 steps: 4 good, then one of each kind of incomplete step (float charges throughout)."""
+    steps = pubchemqcr_steps(frames[:10], float_charge=True, missing={1: "step", 2: "energy", 3: "gradient"})
+    steps[4]["energy"] = float("nan")
+    steps[5]["gradient"][2]["dy"] = float("inf")
+    for key in ("coordinates", "gradient"):  # one atom fewer than the trajectory's 9
+        steps[6][key] = steps[6][key][:-1]
+    return {"pm3": None, "hf": None, "DFT_1st": steps, "DFT_2nd": None}
+
+
+INCOMPLETE_KINDS = {"incomplete step (empty step)": 1, "incomplete step (missing energy)": 1,
+                    "incomplete step (missing gradient)": 1, "incomplete step (non-finite energy)": 1,
+                    "incomplete step (non-finite gradient)": 1, "incomplete step (atom count differs)": 1}
+
+
+def test_incomplete_steps_skipped_and_counted(tmp_path, rmd17_frames, capsys):
+    """The reference loader skips incomplete steps; so does the default conversion, counting them by reason."""
+    from mlip.datasets.cli import main
+
+    fr = rmd17_frames
+    good = {"pm3": None, "hf": None, "DFT_1st": pubchemqcr_steps(fr[10:13]), "DFT_2nd": None}
+    src = write_pubchemqcr_lmdb(tmp_path / "p.lmdb", {702: _incomplete_record(fr), 887: good})
+    assert json.loads(json.dumps(pubchemqcr_steps(fr[:1], float_charge=True)))[0]["coordinates"][0]["charge"] == 6.0
+    r = convert("pubchemqcr", [src], tmp_path / "o.h5", progress=False)
+    assert r.n_structures == 4 + 3 and r.report.skipped == 6 and dict(r.report.by_kind) == INCOMPLETE_KINDS
+    ds = HDF5Dataset(r.paths[0])
+    kept = [0, 7, 8, 9]
+    assert [int(ds[i].frame_id) for i in range(7)] == kept + [0, 1, 2]
+    for j, i in enumerate(kept):
+        assert ds[j].energy.item() == pytest.approx(fr[i].get_potential_energy(), abs=1e-9)
+    stored = json.loads(ds.shards[0].attrs["skip_report"])
+    assert stored["by_kind"] == INCOMPLETE_KINDS
+    assert any("key b'000000702' stage DFT_1st step 6]: incomplete step (atom count differs): step has 8 atoms, "
+               "the trajectory 9" in e for e in stored["examples"])
+    ds.close()
+    # the CLI prints the counts at the end
+    assert main(["convert", "--format", "pubchemqcr", str(src), "-o", str(tmp_path / "c.h5"), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "skipped 6" in err and "incomplete step (non-finite gradient)" in err
+
+
+def test_incomplete_steps_strict(tmp_path, rmd17_frames, capsys):
+    from mlip.datasets.cli import main
+
+    src = write_pubchemqcr_lmdb(tmp_path / "p.lmdb", {702: _incomplete_record(rmd17_frames)})
+    strict = SourceOptions(strict=True)
+    with pytest.raises(DataError, match=r"step 1\]: bad record: step is NoneType"):
+        convert("pubchemqcr", [src], tmp_path / "o.h5", options=strict, progress=False)
+    r = convert("pubchemqcr", [src], tmp_path / "o.h5", options=strict, skip_bad=True, progress=False)
+    assert r.n_structures == 4 and r.report.skipped == 6
+    assert "bad shape" in r.report.by_kind and not any(k.startswith("incomplete") for k in r.report.by_kind)
+    assert main(["convert", "--format", "pubchemqcr", str(src), "-o", str(tmp_path / "c.h5"), "--quiet",
+                 "--strict"]) == 2
+    assert "bad record: step is NoneType" in capsys.readouterr().err
+
+
+def test_corrupt_record_still_stops(tmp_path, rmd17_frames):
+    """Undecodable values stay bad records: the default run stops at them."""
+    from mlip.datasets.testing import pubchemqcr_value, write_lmdb
+
+    rec = _incomplete_record(rmd17_frames)
+    rec["DFT_1st"][0]["energy"] = "not a number"
+    items = {b"000000702": pubchemqcr_value(rec), b"000000703": b"\x1f\x8b garbage"}
+    src = write_lmdb(tmp_path / "p.lmdb", items)
+    with pytest.raises(DataError, match=r"step 0\]: bad value: energy 'not a number'"):
+        convert("pubchemqcr", [src], tmp_path / "o.h5", progress=False)
+    r = convert("pubchemqcr", [src], tmp_path / "o.h5", skip_bad=True, progress=False)
+    assert r.report.by_kind["corrupt value"] == 1 and r.report.by_kind["bad value"] == 1
+    assert sum(v for k, v in r.report.by_kind.items() if k.startswith("incomplete")) == 6
