@@ -55,6 +55,31 @@ def is_xyz(path: Path) -> bool:
     return False
 
 
+PBC_POLICIES = ("auto", "none", "all")
+
+
+def resolve_pbc(pbc, explicit: bool, policy: str) -> tuple:
+    """The periodicity of a frame under ``policy`` (``--pbc`` of ``mlip-data convert`` and ``mlip-md``).
+
+    ``pbc``: ``(3,)`` bool as read (None: no Lattice); ``explicit``: the comment line had a
+    ``pbc`` key. Returns ``(pbc, implicit)``; ``implicit`` is True when ``auto`` kept ASE's
+    reading of a Lattice without a pbc key (periodic): count those for :func:`implicit_pbc_note`.
+    """
+    if policy == "none":
+        return np.zeros(3, bool), False
+    if policy == "all":
+        return np.ones(3, bool), False
+    if policy != "auto":
+        raise ValueError(f"pbc must be auto, none or all; got {policy!r}")
+    return pbc, bool(pbc is not None and np.any(pbc) and not explicit)
+
+
+def implicit_pbc_note(n_frames: int) -> str:
+    """The note shown when ``n_frames`` frames were taken as periodic from a Lattice without a pbc key."""
+    return (f"{n_frames} frame(s) had a Lattice but no pbc key; ASE's reading (periodic) was kept. "
+            "Pass --pbc none if these are isolated molecules (e.g. rMD17).")
+
+
 class ExtxyzSource(Source):
     """Reader for extxyz files and other ASE-readable formats (see module docstring)."""
 
@@ -63,7 +88,7 @@ class ExtxyzSource(Source):
 
     def __init__(self, paths, options=None):
         super().__init__(paths, options)
-        if self.options.pbc not in ("auto", "none", "all"):
+        if self.options.pbc not in PBC_POLICIES:
             raise ValueError(f"pbc must be auto, none or all; got {self.options.pbc!r}")
         self.keys: dict[str, str] = {}
         self.keys_used: dict[str, set] = {"energy": set(), "forces": set()}
@@ -81,8 +106,7 @@ class ExtxyzSource(Source):
     def notes(self) -> list[str]:
         """Warnings to show after conversion."""
         if self.implicit_pbc_frames and self.options.pbc == "auto":
-            return [f"{self.implicit_pbc_frames} frame(s) had a Lattice but no pbc key; ASE's reading (periodic) "
-                    "was kept. Pass --pbc none if these are isolated molecules (e.g. rMD17)."]
+            return [implicit_pbc_note(self.implicit_pbc_frames)]
         return []
 
     # -- reading -------------------------------------------------------------
@@ -163,13 +187,8 @@ class ExtxyzSource(Source):
             energy = float(np.asarray(frame.info[ekey], dtype=np.float64).reshape(()))
         except (TypeError, ValueError):
             raise DataError(path, where, f"bad value: energy {frame.info[ekey]!r} is not a number") from None
-        pbc = frame.pbc
-        if o.pbc == "none":
-            pbc = np.zeros(3, bool)
-        elif o.pbc == "all":
-            pbc = np.ones(3, bool)
-        elif pbc is not None and pbc.any() and not frame.pbc_explicit:
-            self.implicit_pbc_frames += 1
+        pbc, implicit = resolve_pbc(frame.pbc, frame.pbc_explicit, o.pbc)
+        self.implicit_pbc_frames += implicit
         traj = trajectory_id
         if traj is None:
             traj = self._trajectory(path, where, frame, file_index, frame_index)
