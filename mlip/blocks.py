@@ -2,10 +2,13 @@
 block, the many-body product and the readouts.
 
 Features are e3nn irreps in multiplicity-major layout (``"Cx0e+Cx1o+Cx2e"``: C scalars,
-then C blocks of 3, then C blocks of 5). Every tensor product goes through
-:class:`mlip.kernels.TensorProduct` (or, for the many-body product on the ``grid``
-backend, :class:`mlip.kernels.tp.power.SymmetricPower`). Parameters are created in
-float64 from an explicit ``torch.Generator``; the model casts them to its dtype.
+then C blocks of 3, then C blocks of 5). Every product comes from :mod:`mlip.kernels`:
+the edge :class:`~mlip.kernels.TensorProduct`, the many-body product
+(:func:`~mlip.kernels.many_body_product`, which the backend chooses, with its own weight
+layout) and the element-dependent :class:`~mlip.kernels.ElementLinear`; this module never
+branches on a backend's name, and the engine that runs them is switched by
+:func:`mlip.kernels.set_engine`. Parameters are created in float64 from an explicit
+``torch.Generator``; the model casts them to its dtype.
 """
 
 from __future__ import annotations
@@ -16,10 +19,7 @@ import torch
 from e3nn import o3
 from torch.utils.checkpoint import checkpoint
 
-from mlip.kernels import TensorProduct
-from mlip.kernels.tp import BACKENDS
-from mlip.kernels.tp.grid import GridBackend
-from mlip.kernels.tp.power import SymmetricPower
+from mlip.kernels import ElementLinear, TensorProduct, many_body_product
 
 from .radial import RadialMLP, silu_norm
 
@@ -28,7 +28,6 @@ __all__ = [
     "IrrepsLinear",
     "ElementLinear",
     "Interaction",
-    "ManyBodyProduct",
     "Layer",
     "LinearReadout",
     "NonLinearReadout",
@@ -92,44 +91,6 @@ class IrrepsLinear(torch.nn.Module):
             else:
                 y = x[:, a:b].reshape(n, mul_in, dim).transpose(1, 2) @ w  # [N, dim, mul_out]
                 out.append(y.transpose(1, 2).reshape(n, -1))
-        return torch.cat(out, dim=1) if len(out) > 1 else out[0]
-
-
-class ElementLinear(torch.nn.Module):
-    """Element-dependent equivariant linear map (MACE's self-connection, a tensor product
-    with the one-hot element vector, which is linear): ``y_l = x_l @ W_l[element] / sqrt(mul_in)``.
-
-    Computed for all elements at once and the atom's element picked (cost x num_elements
-    of a plain linear map; no per-atom weight matrices are materialised).
-    Shapes: ``x [N, irreps_in.dim]``, ``element [N]`` (index into the model's elements)
-    -> ``[N, irreps_out.dim]``.
-    """
-
-    def __init__(self, irreps_in, irreps_out, num_elements: int, *, generator: torch.Generator):
-        super().__init__()
-        self.irreps_in, self.irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_out)
-        self.num_elements = num_elements
-        src = {blk[1]: blk for blk in _blocks(self.irreps_in)}
-        self.plan, weights = [], []
-        for mul_out, ir, _, _ in _blocks(self.irreps_out):
-            if ir not in src:
-                raise ValueError(f"ElementLinear: output irrep {ir} is not in the input {self.irreps_in}")
-            mul_in, _, a, b = src[ir]
-            self.plan.append((a, b, mul_in, ir.dim, mul_out, 1.0 / math.sqrt(mul_in)))
-            weights.append(_randn(mul_in, num_elements * mul_out, generator=generator))
-        self.weights = torch.nn.ParameterList(weights)
-
-    def forward(self, x: torch.Tensor, element: torch.Tensor) -> torch.Tensor:
-        n, E = x.shape[0], self.num_elements
-        out = []
-        for (a, b, mul_in, dim, mul_out, scale), w in zip(self.plan, self.weights):
-            xb = x[:, a:b].reshape(n, mul_in, dim).transpose(1, 2)  # [N, dim, mul_in]
-            y = xb @ (w * scale)  # [N, dim, E * mul_out]
-            if E > 1:
-                y = y.view(n, dim, E, mul_out)
-                idx = element.view(n, 1, 1, 1).expand(n, dim, 1, mul_out)
-                y = torch.gather(y, 2, idx).squeeze(2)
-            out.append(y.transpose(1, 2).reshape(n, dim * mul_out))
         return torch.cat(out, dim=1) if len(out) > 1 else out[0]
 
 
@@ -215,94 +176,6 @@ class Interaction(torch.nn.Module):
         return self.tp.forward_rows(x, sh, self.radial(edge_feats))
 
 
-def _pointwise_powers(backend: str) -> bool:
-    """Whether the many-body product of ``backend`` takes pointwise powers on the sphere: the
-    ``grid`` backend and every backend registered as a subclass of it (decided by class, not
-    by name, so that a backend added with :func:`mlip.kernels.tp.register_backend` behaves as
-    its parent)."""
-    cls = BACKENDS.get(backend)
-    return cls is not None and issubclass(cls, GridBackend)
-
-
-class ManyBodyProduct(torch.nn.Module):
-    """Many-body (symmetric) product of the messages with element-dependent weights, up to
-    correlation order nu: ``B = sum_{k=1..nu} (A^k projected on irreps_out)``.
-
-    * ``grid`` (and any backend registered as a subclass of
-      :class:`~mlip.kernels.tp.grid.GridBackend`): :class:`SymmetricPower` — A as a function
-      on a spherical grid per channel, its powers are pointwise powers, projected back (exact
-      grid); ``B = sum_k w_k[z] P(f^k)``.
-    * other backends: a chain of elementwise tensor products, ``A_1 = w_1[z] * A``,
-      ``A_k = TP_k(A_{k-1}, A; w_k[z])``, ``B = sum_k A_k`` (MACE's symmetric contraction
-      in spirit).
-
-    Weights come from a learnable table ``[num_elements, weight_numel]`` indexed by each
-    atom's element. ``irreps_out`` must be a prefix of ``irreps_in`` (e.g. the scalars).
-    Shapes: ``a [N, irreps_in.dim]``, ``element [N]`` -> ``[N, irreps_out.dim]``.
-    """
-
-    def __init__(self, irreps_in, irreps_out, correlation: int, num_elements: int, *,
-                 backend: str, options: dict, generator: torch.Generator):
-        super().__init__()
-        self.irreps_in, self.irreps_out = o3.Irreps(irreps_in), o3.Irreps(irreps_out)
-        if list(self.irreps_in[: len(self.irreps_out)]) != list(self.irreps_out):
-            raise ValueError(f"ManyBodyProduct: {self.irreps_out} must be a prefix of {self.irreps_in}")
-        self.correlation, self.backend = int(correlation), backend
-        self.out_dim = self.irreps_out.dim
-        C = self.irreps_in[0].mul
-        self.pointwise = _pointwise_powers(backend)
-        if self.pointwise:
-            # always the exact grid for the powers (a ``resolution`` option of the grid backend
-            # is sized for the two-input products of the interaction)
-            self.power = SymmetricPower(self.irreps_in, self.irreps_out, self.correlation)
-            n_in, n_out = len(self.irreps_in), len(self.irreps_out)
-            # w_in = 1 (f is the plain function of A); w_out[k] shrinks with k because f^k grows
-            w = torch.zeros(num_elements, n_in + self.correlation * n_out, C, dtype=torch.float64)
-            w[:, :n_in] = 1.0
-            f_scale = math.sqrt(self.irreps_in.dim / C)  # typical |f| for unit-variance components
-            for k in range(self.correlation):
-                std = 1.0 / f_scale**k / math.factorial(k + 1)
-                w[:, n_in + k * n_out : n_in + (k + 1) * n_out] = (
-                    torch.randn(num_elements, n_out, C, generator=generator, dtype=torch.float64) * std
-                )
-            self.weights = torch.nn.ParameterList([torch.nn.Parameter(w.reshape(num_elements, -1))])
-            self.tps = torch.nn.ModuleList()
-        else:
-            self.tps = torch.nn.ModuleList()
-            for k in range(2, self.correlation + 1):
-                out = self.irreps_out if k == self.correlation else self.irreps_in
-                self.tps.append(TensorProduct(self.irreps_in, self.irreps_in, out, mode="elementwise",
-                                              backend=backend, **options))
-            first = _randn(num_elements, self.irreps_out.num_irreps, generator=generator)
-            rest = [_randn(num_elements, tp.weight_numel, generator=generator, std=1.0 / math.factorial(k + 2))
-                    for k, tp in enumerate(self.tps)]
-            self.weights = torch.nn.ParameterList([first, *rest])
-            # per (irrep, channel) weight of A_1, expanded to the components of irreps_out
-            idx = []
-            col = 0
-            for mul, ir in self.irreps_out:
-                for c in range(mul):
-                    idx += [col + c] * ir.dim
-                col += mul
-            self.register_buffer("expand_first", torch.tensor(idx, dtype=torch.long), persistent=False)
-
-    @staticmethod
-    def _per_atom(table: torch.Tensor, element: torch.Tensor) -> torch.Tensor:
-        return table[0] if table.shape[0] == 1 else table.index_select(0, element)
-
-    def forward(self, a: torch.Tensor, element: torch.Tensor) -> torch.Tensor:
-        if self.pointwise:
-            return self.power(a, self._per_atom(self.weights[0], element))
-        w1 = self._per_atom(self.weights[0], element)
-        w1 = w1.index_select(-1, self.expand_first)
-        out = a[:, : self.out_dim] * w1
-        ak = a
-        for k, tp in enumerate(self.tps):
-            ak = tp(ak, a, self._per_atom(self.weights[k + 1], element))
-            out = out + ak[:, : self.out_dim]
-        return out
-
-
 class LinearReadout(torch.nn.Module):
     """Atomic energy contribution ``[N]`` from the scalar channels ``[N, C]`` (linear)."""
 
@@ -346,8 +219,8 @@ class Layer(torch.nn.Module):
             avg_num_neighbors=avg_num_neighbors, backend=backend_interaction, options=options_interaction,
             generator=generator,
         )
-        self.product = ManyBodyProduct(irreps_msg, irreps_out, correlation, num_elements,
-                                       backend=backend_product, options=options_product, generator=generator)
+        self.product = many_body_product(backend_product, irreps_msg, irreps_out, correlation, num_elements,
+                                         options=options_product, generator=generator)
         self.linear = IrrepsLinear(irreps_out, irreps_out, generator=generator)
         # residual on the output irreps the input also has (a prefix: the scalars in layer 1)
         ins = {ir for _, ir in o3.Irreps(irreps_in)}

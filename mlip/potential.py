@@ -17,10 +17,15 @@ eV/Å, stress in eV/Å^3 with ASE's sign (positive under tension) as a full ``3x
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from ase.data import atomic_numbers as _Z
 from ase.data import chemical_symbols
 from e3nn import o3
+
+from mlip.kernels import set_engine
+from mlip.kernels.tp.engines import EngineSwitch
 
 from .blocks import Layer, LinearReadout, NonLinearReadout, hidden_irreps
 from .config import PotentialConfig
@@ -110,6 +115,24 @@ class Potential(torch.nn.Module):
     def low_memory(self, value: bool) -> None:
         for layer in self.layers:
             layer.interaction.recompute = bool(value)
+
+    @property
+    def engine(self) -> str:
+        """The engine its products run on: ``"auto"`` (as built), ``"torch"`` or
+        ``"cuequivariance"`` (see :mod:`mlip.kernels.tp.engines`). Not part of the configuration
+        or the model file: choose it at run time with :meth:`with_engine`."""
+        names = {m.engine for m in self.modules() if isinstance(m, EngineSwitch)}
+        return names.pop() if len(names) == 1 else "mixed"
+
+    def with_engine(self, name: str) -> "Potential":
+        """A copy of this model, same configuration and weights, whose products run on engine
+        ``name`` (``"auto"``, ``"torch"`` or ``"cuequivariance"``); this model is unchanged.
+        Energies, forces and stress agree across engines to rounding, so a model trained on
+        one runs on another. :class:`~mlip.errors.ConfigError` naming the backend when one of
+        the model's products has no such engine (``cuequivariance`` runs ``cg`` only)."""
+        new = copy.deepcopy(self)
+        set_engine(new, name)
+        return new
 
     @property
     def dtype(self) -> torch.dtype:
