@@ -10,6 +10,7 @@ from ase.stress import full_3x3_to_voigt_6_stress
 
 from mlip.graph import atoms_to_graph
 from mlip.io import resolve_model
+from mlip.kernels import set_engine
 
 __all__ = ["MLIPCalculator"]
 
@@ -25,6 +26,9 @@ class MLIPCalculator(Calculator):
             model's own. A passed model is copied, never modified, when it must be cast or moved.
         low_memory: run with :attr:`mlip.Potential.low_memory` (about half the memory for
             large systems, some more time; same numbers). Default ``False``.
+        engine: run the model's products on this engine (``"auto"``, ``"torch"`` or
+            ``"cuequivariance"``, see :meth:`mlip.Potential.with_engine`; same numbers);
+            default: the model's own (``"auto"`` for a model file).
 
     Properties (ASE units): ``energy`` and ``free_energy`` (eV, the same number),
     ``forces`` (eV/Å, ``[N, 3]``), ``energies`` (eV per atom, ``[N]``) and ``stress``
@@ -36,9 +40,11 @@ class MLIPCalculator(Calculator):
     implemented_properties = ["energy", "free_energy", "forces", "stress", "energies"]
 
     def __init__(self, model_or_path, *, device: str | torch.device = "cpu", dtype=None,
-                 low_memory: bool = False, **kwargs):
+                 low_memory: bool = False, engine: str | None = None, **kwargs):
         super().__init__(**kwargs)
         model = resolve_model(model_or_path, device=device, dtype=dtype)
+        if engine is not None:
+            model = model.with_engine(engine) if model is model_or_path else set_engine(model, engine)
         if bool(low_memory) != model.low_memory:
             if model is model_or_path:
                 model = copy.deepcopy(model)

@@ -44,6 +44,7 @@ import torch
 from mlip.errors import ConfigError, StructureError
 from mlip.graph import build_graph
 from mlip.io import from_payload, resolve_model, to_payload
+from mlip.kernels import ENGINES, set_engine
 from mlip.potential import Potential
 
 __all__ = [
@@ -74,7 +75,7 @@ def _openmm():
     return openmm
 
 
-def _rebuild_evaluator(payload: dict, numbers, periodic: bool, device: str):
+def _rebuild_evaluator(payload: dict, numbers, periodic: bool, device: str, engine: str = "auto"):
     """Unpickle an :class:`_Evaluator` (OpenMM pickles a ``PythonForce``'s function to serialize it).
 
     ``payload`` is a model file's dict (:func:`mlip.io.to_payload`), read with
@@ -83,12 +84,12 @@ def _rebuild_evaluator(payload: dict, numbers, periodic: bool, device: str):
     if device.startswith("cuda") and not torch.cuda.is_available():
         device = "cpu"  # a System written on a GPU machine, read on one without
     try:
-        model = from_payload(payload, source="pickled MLIPForce")
+        model = set_engine(from_payload(payload, source="pickled MLIPForce"), engine)
     except Exception as exc:
         # OpenMM (8.6) dies with a segmentation fault when unpickling a PythonForce's function
         # raises inside XmlSerializer.deserialize: refuse on the first evaluation instead,
         # which OpenMM reports as an OpenMMException with this message
-        return _RefusedEvaluator(exc, (payload, numbers, periodic, device))
+        return _RefusedEvaluator(exc, (payload, numbers, periodic, device, engine))
     return _Evaluator(model.to(device).eval(), numbers, periodic)
 
 
@@ -124,7 +125,8 @@ class _Evaluator:
 
     def __reduce__(self):
         return _rebuild_evaluator, (to_payload(self.model), self.numbers.copy(), self.periodic,
-                                    str(self.model.e0.device))
+                                    str(self.model.e0.device),
+                                    self.model.engine if self.model.engine in ENGINES else "auto")
 
     def evaluate(self, positions_nm: np.ndarray, box_nm: np.ndarray | None) -> tuple[float, np.ndarray]:
         """Energy (kJ/mol) and forces (``[n, 3]`` kJ/mol/nm) at ``positions_nm`` (``[n, 3]`` nm)."""
@@ -172,6 +174,9 @@ class MLIPForce:
         device: torch device the model runs on (default ``"cpu"``).
         dtype: ``"float32"`` / ``"float64"`` (or a torch dtype); default the model's own. A
             passed model is copied, never modified, when it must be cast or moved.
+        engine: run the model's products on this engine (``"auto"``, ``"torch"`` or
+            ``"cuequivariance"``, see :meth:`mlip.Potential.with_engine`); default: the
+            model's own. A pickled force keeps it.
 
     Attributes:
         force: the ``openmm.PythonForce``; add it with :meth:`add_to` or
@@ -192,7 +197,7 @@ class MLIPForce:
     """
 
     def __init__(self, model_or_path, atomic_numbers, *, atom_indices=None, periodic: bool = False,
-                 device: str | torch.device = "cpu", dtype=None):
+                 device: str | torch.device = "cpu", dtype=None, engine: str | None = None):
         openmm = _openmm()
         numbers = np.asarray(atomic_numbers)
         if numbers.ndim != 1 or numbers.size == 0:
@@ -209,7 +214,10 @@ class MLIPForce:
                 raise StructureError(f"atom_indices: negative index {min(atom_indices)}")
             if len(set(atom_indices)) != len(atom_indices):
                 raise StructureError("atom_indices: repeated particle indices")
-        self.model = resolve_model(model_or_path, device=device, dtype=dtype)
+        model = resolve_model(model_or_path, device=device, dtype=dtype)
+        if engine is not None:
+            model = model.with_engine(engine) if model is model_or_path else set_engine(model, engine)
+        self.model = model
         self._check_elements(numbers, atom_indices)
         self.atomic_numbers = numbers
         self.atom_indices = atom_indices
@@ -224,7 +232,7 @@ class MLIPForce:
 
     @classmethod
     def from_topology(cls, model_or_path, topology, *, atom_indices=None, periodic: bool | None = None,
-                      device: str | torch.device = "cpu", dtype=None) -> "MLIPForce":
+                      device: str | torch.device = "cpu", dtype=None, engine: str | None = None) -> "MLIPForce":
         """An :class:`MLIPForce` for the atoms of an ``openmm.app.Topology``.
 
         Atomic numbers come from the topology's elements (of ``atom_indices`` only, if
@@ -246,7 +254,8 @@ class MLIPForce:
         numbers = [a.element.atomic_number for a in atoms]
         if periodic is None:
             periodic = topology.getPeriodicBoxVectors() is not None
-        return cls(model_or_path, numbers, atom_indices=atom_indices, periodic=periodic, device=device, dtype=dtype)
+        return cls(model_or_path, numbers, atom_indices=atom_indices, periodic=periodic, device=device, dtype=dtype,
+                   engine=engine)
 
     def add_to(self, system, *, force_group: int | None = None) -> int:
         """Check this force against ``system`` and add it; returns the force's index in the System.

@@ -159,6 +159,10 @@ class TrainConfig:
         log_every: write a CSV / TensorBoard row of training metrics every this many steps.
         seed: seed of the data order and torch's RNG.
         device: ``cpu``, ``cuda`` or ``auto`` (``cuda`` when available).
+        engine: how the model's products run (:data:`mlip.kernels.ENGINES`): ``auto``
+            (cuEquivariance on CUDA where the backend has it, else torch), ``torch`` or
+            ``cuequivariance``. Not part of the model: the same weights and numbers on any
+            engine, and a resumed run may change it.
         threads: torch CPU threads (``None``: torch's choice).
         progress: show a tqdm progress bar.
         plots: write PNG learning curve and parity plots at the end.
@@ -176,6 +180,7 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     device: Literal["cpu", "cuda", "auto"] = "auto"
+    engine: str = "auto"
     threads: Optional[int] = None
     progress: bool = True
     plots: bool = True
@@ -434,6 +439,9 @@ def _check(cfg: Config) -> None:
     need(t.patience is None or t.patience >= 1, "train.patience", "null or an integer >= 1")
     need(t.max_minutes is None or t.max_minutes > 0, "train.max_minutes", "null or a number > 0")
     need(t.threads is None or t.threads >= 1, "train.threads", "null or an integer >= 1")
+    from mlip.kernels import ENGINES
+
+    need(t.engine in ENGINES, "train.engine", f"one of {', '.join(ENGINES)}")
     need(o.lr > 0, "optim.lr", "a number > 0")
     need(o.weight_decay >= 0, "optim.weight_decay", "a number >= 0")
     need(len(o.betas) == 2 and all(0 <= b < 1 for b in o.betas), "optim.betas", "two numbers in [0, 1)")

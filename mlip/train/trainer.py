@@ -32,6 +32,7 @@ import yaml
 import mlip
 from mlip.atomic import atomic_path, atomic_write_text
 from mlip.errors import CheckpointError, ConfigError, DataError, OutputExistsError
+from mlip.kernels import set_engine
 
 from . import distributed as D
 from . import plots
@@ -61,6 +62,7 @@ class FitResult:
 # Config keys a resumed run may change (everything else must match the checkpoint).
 _RESUME_MAY_CHANGE = {"out", "train.max_steps", "train.max_minutes", "train.val_every", "train.checkpoint_every",
                       "train.log_every", "train.progress", "train.plots", "train.threads", "train.device",
+                      "train.engine",
                       "train.val_batch_size", "train.patience", "data.num_workers", "data.cache_graphs",
                       "data.cache_dir"}
 
@@ -244,7 +246,7 @@ class Trainer:
         self.model = mlip.Potential(mc)
         if self.base_model is not None and self.ckpt is None:
             self.model.load_state_dict(self.base_model.state_dict())
-        self.model = self.model.to(self.info.device).train()
+        self.model = set_engine(self.model.to(self.info.device).train(), self.cfg.train.engine)
         self.orthoreg_sums = torch.zeros(2, dtype=torch.float64)  # (sum of R, steps) since the last train row
         for p in self.model.parameters():  # identical start on every rank
             if self.info.active:
@@ -471,7 +473,7 @@ class Trainer:
             best = self.ckpt_dir / "best.pt"
             src = best if best.exists() else self.ckpt_dir / "last.pt"
             model_path = export_checkpoint(src, self.out / "model.pt")
-            model = mlip.load(model_path, device=self.info.device)
+            model = set_engine(mlip.load(model_path, device=self.info.device), self.cfg.train.engine)
             metrics = self._final_metrics(model)
             atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2))
             print(f"\nfinal metrics ({model_path}, weights of step {load_step(src)}):\n"
