@@ -6,6 +6,7 @@ Examples::
     mlip-data convert --format oc20 s2ef_train_2M/ -o oc20_2M/ --subtract-reference
     mlip-data convert --format oc22 oc22/s2ef-total/train/ -o oc22/ --element-energies oc22_linref.npz
     mlip-data convert --format extxyz ethanol_train_01.xyz -o ethanol.h5 --energy-key Energy --pbc none
+    mlip-data convert --format asedb omat/train/ -o omat/ --level-of-theory "PBE+U (VASP)"
     mlip-data info pcqcr/
     mlip-data split pcqcr/ --by trajectory --fractions 0.8 0.1 0.1 --seed 0
 """
@@ -37,7 +38,8 @@ def _parser() -> argparse.ArgumentParser:
                                    "renames it when complete; a directory OUT is resumable shard by shard.")
     c.add_argument("--format", required=True, choices=sorted(SOURCES),
                    help="source layout: pubchemqcr (LMDB of gzip-pickled dicts), oc20 (extxyz[.xz]+txt or LMDB "
-                        "of pickled Data), oc22 (LMDB of pickled Data), extxyz (extxyz or any ASE format)")
+                        "of pickled Data), oc22 (LMDB of pickled Data), extxyz (extxyz or any ASE format), asedb (ASE "
+                        "databases: .db, .json, fairchem's .aselmdb)")
     c.add_argument("sources", nargs="+", metavar="SOURCE", help="source files or directories (searched for the "
                                                                  "format's file types, sorted by name)")
     c.add_argument("-o", "--out", required=True, metavar="OUT",
@@ -72,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     g = c.add_argument_group("oc20")
     g.add_argument("--subtract-reference", action="store_true",
                    help="subtract the .txt per-frame reference energy (adsorption energy); default keeps totals")
-    g = c.add_argument_group("extxyz (and oc20 extxyz)")
+    g = c.add_argument_group("extxyz, oc20 extxyz and asedb (asedb also looks in key_value_pairs and data)")
     g.add_argument("--energy-key", help="energy key in the comment line (default: first of energy, Energy, "
                                         "REF_energy, free_energy found)")
     g.add_argument("--forces-key", help="per-atom forces column (default: first of forces, REF_forces, force)")
@@ -81,8 +83,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="auto: as ASE reads it (a Lattice without a pbc key counts as periodic; a note is printed); "
                         "none: non-periodic (e.g. rMD17's 50 A box); all: periodic")
     g.add_argument("--trajectory-key", default="frame", metavar="KEY",
-                   help="what defines a trajectory for splits: 'frame' (each frame; default), 'file', or an "
-                        "info key holding an id")
+                   help="what defines a trajectory for splits: 'frame' (each frame; default; asedb: the row's "
+                        "sid when it has one), 'file', or an info key holding an id")
 
     i = sub.add_parser("info", help="counts, elements, energy/force statistics and splits of a dataset")
     i.add_argument("path", nargs="+", metavar="OUT", help="a .h5 file, a shard directory or a manifest")

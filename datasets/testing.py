@@ -277,6 +277,85 @@ def write_pubchemqcr_lmdb(path: str | Path, records: dict) -> Path:
     return write_lmdb(path, {f"{cid:09d}".encode(): pubchemqcr_value(r) for cid, r in records.items()})
 
 
+def aselmdb_row(atoms, key_value_pairs: dict | None = None, data: dict | None = None) -> dict:
+    """The row dict an ASE-LMDB stores for ``atoms`` (ASE's ``AtomsRow`` fields, calculator results at
+    the top level, ``key_value_pairs``, ``data``, ``constraints`` as dicts, ``cell`` as an array)."""
+    from ase.db.row import AtomsRow
+
+    row = AtomsRow(atoms)
+    dct = {k: v for k, v in row.__dict__.items() if not k.startswith("_") and k != "id"}
+    dct["ctime"] = dct["mtime"] = 24.0
+    dct["user"] = "mlip"
+    dct["key_value_pairs"] = dict(key_value_pairs or {})
+    dct["data"] = dict(data or {})
+    constraints = [c.todict() for c in atoms.constraints]
+    if constraints:
+        dct["constraints"] = constraints
+    dct["cell"] = np.asarray(dct["cell"])
+    return dct
+
+
+def _plain_json(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(type(obj).__name__)
+
+
+def write_aselmdb(path: str | Path, rows: list, encoding: str = "ase", deleted=(),
+                  metadata: dict | None = None) -> Path:
+    """Write an ASE-LMDB (``.aselmdb``) file in fairchem's layout, without ``ase-db-backends``.
+
+    Args:
+        rows: ``ase.Atoms`` or ``(atoms, key_value_pairs, data)``; row ids 1, 2, ...
+        encoding: ``"ase"``: values JSON-encoded by ASE (arrays as ``__ndarray__``
+            objects), as ``ase-db-backends`` writes; ``"lists"``: arrays as nested
+            lists, as fairchem's orjson writer did.
+        deleted: row ids to leave out and list in ``deleted_ids`` (rows deleted later).
+        metadata: stored under ``metadata`` when given.
+
+    Every value is zlib-compressed JSON; ``nextid`` is one past the last id.
+    """
+    import json
+    import zlib
+
+    from ase.io.jsonio import encode
+
+    def enc(obj) -> bytes:
+        if encoding == "ase":
+            text = encode(obj)
+        elif encoding == "lists":
+            text = json.dumps(obj, default=_plain_json)
+        else:
+            raise ValueError(f"encoding must be ase or lists; got {encoding!r}")
+        return zlib.compress(text.encode("utf-8"))
+
+    items = {}
+    for i, r in enumerate(rows, start=1):
+        atoms, kvp, data = (r, None, None) if not isinstance(r, tuple) else r
+        if i not in deleted:
+            items[str(i).encode("ascii")] = enc(aselmdb_row(atoms, kvp, data))
+    items[b"nextid"] = enc(len(rows) + 1)
+    if deleted:
+        items[b"deleted_ids"] = enc(sorted(deleted))
+    if metadata is not None:
+        items[b"metadata"] = enc(metadata)
+    return write_lmdb(path, items)
+
+
+def write_ase_db(path: str | Path, rows: list) -> Path:
+    """Write an ASE ``.db`` (SQLite) or ``.json`` database with ``ase.db`` (rows as for :func:`write_aselmdb`)."""
+    import ase.db
+
+    path = Path(path)
+    with ase.db.connect(str(path), append=False, use_lock_file=False) as db:
+        for r in rows:
+            atoms, kvp, data = (r, None, None) if not isinstance(r, tuple) else r
+            db.write(atoms, key_value_pairs=kvp or {}, data=data or {})
+    return path
+
+
 def write_synthetic_shard(path: str | Path, n_structures: int, natoms: int = 20, seed: int = 0,
                           block: int = 50_000, **writer_kwargs) -> Path:
     """A shard of random structures of ``natoms`` atoms each, written in columnar blocks.
