@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     p.add_argument("--dtype", choices=("float32", "float64"), default=None,
                    help="compute dtype (None: the model's own)")
+    p.add_argument("--engine", default="auto",
+                   help="how the tensor products run: auto (cuEquivariance on CUDA where available), torch, "
+                        "or cuequivariance (cg models only; same numbers)")
     p.add_argument("--low-memory", action="store_true",
                    help="recompute each chunk of edges in the backward pass: about half the memory for "
                         "large systems, somewhat more time, same numbers")
@@ -199,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(atoms, list):
         parser.error(f"--index {args.index} selects {len(atoms)} frames of {args.structure}; give one frame")
     try:
-        calc = MLIPCalculator(args.model, device=args.device, dtype=args.dtype, low_memory=args.low_memory)
+        calc = MLIPCalculator(args.model, device=args.device, dtype=args.dtype, low_memory=args.low_memory,
+                              engine=args.engine)
     except (ValueError, FileNotFoundError) as exc:
         parser.error(str(exc))
     rows = run_md(
