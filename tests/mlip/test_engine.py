@@ -107,3 +107,69 @@ def test_backend_without_engine_refuses_it(h):
 def test_auto_is_torch_on_cpu(cg_model):
     tps = [m for m in cg_model.modules() if isinstance(m, TensorProduct)]
     assert tps and all(tp.engine == "auto" and tp.resolved_engine("cpu") == "torch" for tp in tps)
+
+
+# -- where users choose the engine ---------------------------------------------------------------
+
+@needs_cueq
+def test_ase_calculator_engine(h, cg_model):
+    from mlip.calculators.ase import MLIPCalculator
+
+    atoms = h.crystal()
+    ref = predict(cg_model, atoms)
+    calc = MLIPCalculator(cg_model, engine="cuequivariance")
+    assert calc.model.engine == "cuequivariance" and cg_model.engine == "auto"  # the passed model is untouched
+    atoms.calc = calc
+    assert abs(atoms.get_potential_energy() - ref["energy"][0]) <= 1e-9 * max(1.0, abs(ref["energy"][0]))
+    assert abs(atoms.get_forces() - ref["forces"]).max() <= 1e-9
+    with pytest.raises(ConfigError, match="'grid'"):
+        MLIPCalculator(h.model("grid", num_channels=4, radial_mlp=[8]), engine="cuequivariance")
+
+
+@needs_cueq
+def test_openmm_force_engine_survives_pickling(cg_model):
+    pytest.importorskip("openmm")
+    import pickle
+
+    from mlip.calculators.openmm import MLIPForce
+
+    force = MLIPForce(cg_model, [1, 6, 8], engine="cuequivariance")
+    assert force.model.engine == "cuequivariance" and cg_model.engine == "auto"
+    again = pickle.loads(pickle.dumps(force._evaluator))
+    assert again.model.engine == "cuequivariance"
+    pos = [[0.0, 0.0, 0.0], [0.11, 0.0, 0.0], [0.0, 0.13, 0.02]]
+    e1, f1 = force._evaluator.evaluate(pos, None)
+    e2, f2 = MLIPForce(cg_model, [1, 6, 8], engine="torch")._evaluator.evaluate(pos, None)
+    assert abs(e1 - e2) <= 1e-9 * max(1.0, abs(e2)) and abs(f1 - f2).max() <= 1e-8
+
+
+@needs_cueq
+def test_md_cli_engine(h, tmp_path, capsys):
+    from ase.io import read
+
+    from mlip.md import main
+
+    path = mlip.save(mlip.Potential(mlip.PotentialConfig(elements=["H", "C", "O"], num_channels=4, l_max=1,
+                                                         radial_mlp=[8], energy_scale=0.1)), tmp_path / "m.pt")
+    runs = []
+    for engine in ("torch", "cuequivariance"):
+        traj = tmp_path / f"{engine}.traj"
+        assert main([str(path), str(h.data / "ethanol_rmd17_3.xyz"), "--steps", "4", "--log-every", "2",
+                     "--traj", str(traj), "--log", str(tmp_path / f"{engine}.csv"), "--seed", "1",
+                     "--no-progress", "--threads", "1", "--engine", engine]) == 0
+        runs.append(read(traj, ":"))
+    for a, b in zip(*runs):
+        assert abs(a.positions - b.positions).max() <= 1e-9
+    with pytest.raises(SystemExit) as e:
+        main([str(path), str(h.data / "ethanol_rmd17_3.xyz"), "--traj", str(tmp_path / "x.traj"),
+              "--log", str(tmp_path / "x.csv"), "--engine", "gpu"])
+    assert e.value.code == 2 and "unknown engine 'gpu'" in capsys.readouterr().err
+
+
+def test_train_config_engine():
+    from mlip.train.config import load_config
+
+    assert load_config(None).train.engine == "auto"
+    assert load_config(None, ["train.engine=cuequivariance"]).train.engine == "cuequivariance"
+    with pytest.raises(ConfigError, match="train.engine"):
+        load_config(None, ["train.engine=gpu"])
