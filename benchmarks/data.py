@@ -4,9 +4,11 @@ Conversion (structures/s, one process) from each source layout, built here from
 real labelled data: rMD17 aspirin (extxyz, ``rmd17/aspirin_train_01.xyz`` of the shared
 DFT data folder: ``--shared-data``, default ``$MLIP_SHARED_DATA`` or ``shared/data`` next to
 the checkout, see ``mlip.datasets.testing.shared_data_dir``), PubChemQCR-layout
-LMDB made from the same frames, OC20-layout extxyz.xz + txt and LMDB of pickled
-Data made from EMT CO/Cu(111) relaxations. Peer: ``ase.io.read(path, ":")`` of
-the same extxyz (parsing only, no output).
+LMDB made from the same frames, OC20-layout extxyz.xz + txt.xz and LMDBs of pickled
+Data (the 2021 field set and fairchem's current writer) made from EMT CO/Cu(111)
+relaxations, and ASE databases of the same slabs (fairchem's ``.aselmdb`` and an
+SQLite ``.db``). Peer: ``ase.io.read(path, ":")`` of the same extxyz (parsing only,
+no output).
 
 Streaming (structures/s) over shards of tiled real structures (aspirin, 21
 atoms, non-periodic; CO/Cu slabs, 14 atoms, periodic): in-process
@@ -75,6 +77,8 @@ def build_sources(work: Path, quick: bool, aspirin: Path) -> dict:
     from mlip.datasets.testing import (
         atoms_to_data,
         pubchemqcr_steps,
+        write_ase_db,
+        write_aselmdb,
         write_data_lmdb,
         write_oc20_extxyz,
         write_pubchemqcr_lmdb,
@@ -90,11 +94,19 @@ def build_sources(work: Path, quick: bool, aspirin: Path) -> dict:
     oc20x = write_oc20_extxyz(work / "oc20.extxyz", systems, refs, compress=True)
     datas = [atoms_to_data(a, sid, fid) for sid, fr in systems for fid, a in enumerate(fr)]
     oc20l = write_data_lmdb(work / "oc20.lmdb", datas)
+    datas = [atoms_to_data(a, sid, fid, layout="fairchem") for sid, fr in systems for fid, a in enumerate(fr)]
+    oc20f = write_data_lmdb(work / "oc20_fairchem.lmdb", datas, length_key=False)
+    rows = [(a, {"sid": sid, "fid": fid}, {}) for sid, fr in systems for fid, a in enumerate(fr)]
+    aselmdb = write_aselmdb(work / "slabs.aselmdb", rows)
+    sqlite = write_ase_db(work / "slabs.db", rows)
     return {
         f"extxyz ({xyz.name})": ("extxyz", [str(xyz)], {"pbc": "none"}),
         "pubchemqcr LMDB": ("pubchemqcr", [str(pcq)], {}),
-        "oc20 extxyz.xz + txt": ("oc20", [str(oc20x)], {"subtract_reference": True}),
+        "oc20 extxyz.xz + txt.xz": ("oc20", [str(oc20x)], {"subtract_reference": True}),
         "oc20 LMDB (pickled Data)": ("oc20", [str(oc20l)], {}),
+        "oc20 LMDB (fairchem writer)": ("oc20", [str(oc20f)], {}),
+        "asedb .aselmdb": ("asedb", [str(aselmdb)], {}),
+        "asedb .db (SQLite)": ("asedb", [str(sqlite)], {}),
     }
 
 
