@@ -29,13 +29,15 @@ class SourceOptions:
             reference energy (adsorption energy) instead of keeping the total.
         element_energies: any format: per-element energies subtracted from
             each structure's energy (isolated atoms, OC22 linear reference).
-        energy_key, forces_key, stress_key: extxyz/oc20 extxyz: the info /
-            array names to read; ``None`` searches the usual names.
+        energy_key, forces_key, stress_key: extxyz/oc20 extxyz/asedb: the info /
+            array names (asedb: calculator result, key-value pair or data
+            entry) to read; ``None`` searches the usual names.
         pbc: extxyz: ``auto`` keeps what ASE reads (a ``Lattice`` without a
             ``pbc`` key means periodic; a warning is counted), ``none`` forces
             non-periodic (cell kept), ``all`` forces periodic.
-        trajectory_key: extxyz: ``frame`` (each frame its own trajectory),
-            ``file`` (one trajectory per file) or an info key holding an id.
+        trajectory_key: extxyz/asedb: ``frame`` (each frame its own trajectory;
+            asedb: the row's ``sid`` when it has one), ``file`` (one trajectory
+            per file) or an info key (asedb: key-value pair / data) holding an id.
         level_of_theory: overrides the level of theory recorded in the output.
         strict: pubchemqcr: stop at an incomplete step (energy or gradient
             missing or non-finite, atom count differing from the trajectory's)
