@@ -13,6 +13,7 @@ tests and benchmarks read.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import lzma
 import os
@@ -354,6 +355,28 @@ def write_ase_db(path: str | Path, rows: list) -> Path:
             atoms, kvp, data = (r, None, None) if not isinstance(r, tuple) else r
             db.write(atoms, key_value_pairs=kvp or {}, data=data or {})
     return path
+
+
+@contextlib.contextmanager
+def interrupting_append(after: int):
+    """Within the block, :meth:`ShardWriter.append` raises ``KeyboardInterrupt`` at its ``after``-th call
+    (a conversion killed part-way, for resume tests)."""
+    from . import writer as writer_mod
+
+    real = writer_mod.ShardWriter.append
+    calls = {"n": 0}
+
+    def append(self, s):
+        calls["n"] += 1
+        if calls["n"] == after:
+            raise KeyboardInterrupt
+        return real(self, s)
+
+    writer_mod.ShardWriter.append = append
+    try:
+        yield
+    finally:
+        writer_mod.ShardWriter.append = real
 
 
 def write_synthetic_shard(path: str | Path, n_structures: int, natoms: int = 20, seed: int = 0,

@@ -36,7 +36,6 @@ file one trajectory; any other value names a key holding the id.
 
 from __future__ import annotations
 
-import hashlib
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -46,7 +45,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..structure import checked_structure
-from .base import Source, Unit
+from .base import Source, Unit, stable_id
 from .extxyz import ENERGY_KEYS, FORCE_KEYS, STRESS_KEYS
 from .lmdb_files import import_lmdb, open_lmdb
 
@@ -82,16 +81,6 @@ def decode_value(raw: bytes, max_bytes: int = MAX_ROW_BYTES):
         return decode(text.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ValueError(f"not JSON ({exc})") from None
-
-
-def _stable_id(v) -> int:
-    if isinstance(v, (bool, np.bool_)):
-        return int(v)
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    return int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "little") >> 1
 
 
 def _lookup(row: dict, key: str):
@@ -233,16 +222,16 @@ class AseDBSource(Source):
     def _ids(self, path, where, row: dict, file_index: int, rid: int) -> tuple[int, int]:
         mode = self.options.trajectory_key
         fid = _lookup(row, "fid")
-        frame = rid if fid is None else _stable_id(fid)
+        frame = rid if fid is None else stable_id(fid)
         if mode == "file":
             return file_index, rid
         if mode == "frame":
             sid = _lookup(row, "sid")
-            return ((file_index << 40) | rid, rid) if sid is None else (_stable_id(sid), frame)
+            return ((file_index << 40) | rid, rid) if sid is None else (stable_id(sid), frame)
         v = _lookup(row, mode)
         if v is None:
             raise DataError(path, where, f"missing field: trajectory key {mode!r}")
-        return _stable_id(v), frame
+        return stable_id(v), frame
 
 
 # -- backends ----------------------------------------------------------------

@@ -9,10 +9,13 @@ completed shard's last cursor is an exact resume point.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
+
+import numpy as np
 
 from ..errors import DataError
 from ..references import ElementEnergies
@@ -168,3 +171,16 @@ def expand_paths(paths, patterns: tuple) -> list[Path]:
         else:
             raise DataError(p, "", "no such file or directory")
     return out
+
+
+def stable_id(v) -> int:
+    """An integer id from a source value: integers (also numpy, integral floats, one-element integer
+    arrays) as they are, anything else (e.g. a string ``sid``) hashed to a stable 63-bit integer."""
+    if isinstance(v, (int, np.integer)):
+        return int(v)
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    arr = np.asarray(v) if not isinstance(v, str) else None
+    if arr is not None and arr.size == 1 and arr.dtype.kind in "iub":
+        return int(arr.reshape(()))
+    return int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "little") >> 1

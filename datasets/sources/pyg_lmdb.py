@@ -26,7 +26,6 @@ shard needs forces.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from pathlib import Path
 from typing import Iterator
@@ -35,7 +34,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..structure import checked_structure
-from .base import Unit
+from .base import Unit, stable_id
 from .lmdb_files import iter_lmdb
 from .safe_pickle import safe_loads
 
@@ -56,15 +55,6 @@ def data_fields(obj) -> dict:
     for k, v in raw.items():
         out[k] = v.detach().cpu().numpy() if hasattr(v, "detach") else v
     return out
-
-
-def _stable_id(v) -> int:
-    if isinstance(v, (int, np.integer)):
-        return int(v)
-    arr = np.asarray(v)
-    if arr.size == 1 and arr.dtype.kind in "iu":
-        return int(arr.reshape(()))
-    return int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "little") >> 1
 
 
 IS2RE_FIELDS = ("y_init", "y_relaxed", "pos_relaxed")
@@ -118,6 +108,6 @@ def _structure(source, index: int, path, where, key: bytes, value: bytes):
         energy=get["energy"], forces=get["forces"], cell=fields.get("cell"),
         pbc=fields.get("pbc", np.ones(3, bool)), natoms=fields.get("natoms"),
         tags=fields.get("tags"), fixed=fields.get("fixed"),
-        trajectory_id=_stable_id(sid) if sid is not None else (index << 40) | int(key),
-        frame_id=_stable_id(fid) if fid is not None else 0)
+        trajectory_id=stable_id(sid) if sid is not None else (index << 40) | int(key),
+        frame_id=stable_id(fid) if fid is not None else 0)
     return source.subtract_element_energies(path, where, s)

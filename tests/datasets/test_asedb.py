@@ -14,7 +14,7 @@ from mlip.datasets import DataError, HDF5Dataset, convert
 from mlip.datasets.cli import main
 from mlip.datasets.sources import SourceOptions
 from mlip.datasets.sources.asedb import decode_value
-from mlip.datasets.testing import aselmdb_row, write_ase_db, write_aselmdb, write_lmdb
+from mlip.datasets.testing import aselmdb_row, interrupting_append, write_ase_db, write_aselmdb, write_lmdb
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -178,24 +178,11 @@ def test_decode_value_is_bounded():
 
 
 @pytest.mark.parametrize("fmt", [".aselmdb", ".db"])
-def test_resume(tmp_path, co_cu_systems, monkeypatch, fmt):
-    from mlip.datasets import writer as writer_mod
-
+def test_resume(tmp_path, co_cu_systems, fmt):
     rows = _rows(co_cu_systems)
     src = (write_aselmdb if fmt == ".aselmdb" else write_ase_db)(tmp_path / f"s{fmt}", rows)
-    real_append = writer_mod.ShardWriter.append
-    calls = {"n": 0}
-
-    def flaky_append(self, s):
-        calls["n"] += 1
-        if calls["n"] == 13:
-            raise KeyboardInterrupt
-        return real_append(self, s)
-
-    monkeypatch.setattr(writer_mod.ShardWriter, "append", flaky_append)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), interrupting_append(13):
         convert("asedb", [src], tmp_path / "out", shard_size=5, progress=False)
-    monkeypatch.setattr(writer_mod.ShardWriter, "append", real_append)
     r = convert("asedb", [src], tmp_path / "out", shard_size=5, progress=False)
     assert r.resumed_shards == 2
     _check(HDF5Dataset(r.paths), rows)

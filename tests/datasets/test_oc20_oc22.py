@@ -10,7 +10,7 @@ import torch
 from mlip.datasets import DataError, HDF5Dataset, convert
 from mlip.datasets.references import ElementEnergies
 from mlip.datasets.sources import SourceOptions
-from mlip.datasets.testing import atoms_to_data, write_data_lmdb, write_lmdb, write_oc20_extxyz
+from mlip.datasets.testing import atoms_to_data, interrupting_append, write_data_lmdb, write_lmdb, write_oc20_extxyz
 
 DATA = Path(__file__).resolve().parent / "data"
 
@@ -110,24 +110,11 @@ def test_lmdb_non_integer_keys_byte_order(tmp_path, co_cu_systems, capsys):
     assert "LMDB key order   byte order: keys are not all integers in d.lmdb" in capsys.readouterr().out
 
 
-def test_lmdb_numeric_order_resumes(tmp_path, co_cu_systems, monkeypatch):
-    from mlip.datasets import writer as writer_mod
-
+def test_lmdb_numeric_order_resumes(tmp_path, co_cu_systems):
     flat = _flat(co_cu_systems)
     src = write_data_lmdb(tmp_path / "d.lmdb", [atoms_to_data(a, sid, fid) for sid, fid, a in flat])
-    real_append = writer_mod.ShardWriter.append
-    calls = {"n": 0}
-
-    def flaky_append(self, s):
-        calls["n"] += 1
-        if calls["n"] == 17:
-            raise KeyboardInterrupt
-        return real_append(self, s)
-
-    monkeypatch.setattr(writer_mod.ShardWriter, "append", flaky_append)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt), interrupting_append(17):
         convert("oc20", [src], tmp_path / "out", shard_size=5, progress=False)
-    monkeypatch.setattr(writer_mod.ShardWriter, "append", real_append)
     r = convert("oc20", [src], tmp_path / "out", shard_size=5, progress=False)
     assert r.resumed_shards == 3
     ds = HDF5Dataset(r.paths)
