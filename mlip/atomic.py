@@ -13,14 +13,18 @@ This module imports nothing but the standard library, so every layer may use it.
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import os
 import re
 import secrets
 from pathlib import Path
 from typing import IO, Iterator
 
+from .errors import OutputExistsError
+
 __all__ = ["temporary_path", "atomic_path", "atomic_open", "atomic_write_text", "atomic_write_bytes",
-           "remove_stale_temporaries"]
+           "remove_stale_temporaries", "output_lock", "lock_path", "OutputLockedError"]
 
 _TMP = re.compile(r"^(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]{6}\.tmp$")
 
@@ -143,3 +147,63 @@ def remove_stale_temporaries(folder: str | Path, name: str | None = None) -> lis
             p.unlink()
             removed.append(p)
     return removed
+
+
+class OutputLockedError(OutputExistsError):
+    """Another process holds the :func:`output_lock` of an output (it is writing it now)."""
+
+
+def lock_path(path: str | Path) -> Path:
+    """The lock file of output ``path``: ``<path>.lock`` next to it (also for a directory)."""
+    path = Path(path)
+    return path.with_name(path.name + ".lock")
+
+
+@contextlib.contextmanager
+def output_lock(path: str | Path, *, what: str = "writing") -> Iterator[Path]:
+    """Hold an exclusive lock on output ``path`` (a file or a directory) for the block.
+
+    The lock is ``fcntl.flock`` on :func:`lock_path` (``<path>.lock``, holding the owner's
+    process id), taken without waiting: a second process asking for it gets
+    :class:`OutputLockedError` (a ``ValueError``) naming the output and the owner. The kernel
+    releases the lock when its process dies, even by SIGKILL, so a killed writer never leaves
+    the output locked; the lock file is removed when the block ends. Yields the lock path.
+
+    Locks are advisory (only callers of this function are kept out) and local to one machine
+    unless the file system passes ``flock`` on (NFS v4 and Lustre do with the right options).
+    """
+    path = Path(path)
+    lock = lock_path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            try:
+                owner = lock.read_text().strip() or "unknown"
+            except OSError:
+                owner = "unknown"
+            raise OutputLockedError(
+                f"{path}: another process (pid {owner}) is {what} this output (lock {lock} is held); "
+                "wait for it to finish, or choose another output") from None
+        # The holder before us may have removed the file after we opened it: then our lock is
+        # on an orphaned inode, and a third process could lock a new file. Retry on the path.
+        try:
+            same = os.fstat(fd).st_ino == os.stat(lock).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield lock
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()  # while still locked: nobody can hold a lock on this inode meanwhile
+        os.close(fd)

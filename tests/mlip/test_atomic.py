@@ -8,7 +8,16 @@ import time
 
 import pytest
 
-from mlip.atomic import atomic_open, atomic_path, atomic_write_text, remove_stale_temporaries, temporary_path
+from mlip.atomic import (
+    OutputLockedError,
+    atomic_open,
+    atomic_path,
+    atomic_write_text,
+    lock_path,
+    output_lock,
+    remove_stale_temporaries,
+    temporary_path,
+)
 
 
 def test_write_replaces_and_leaves_no_temporary(tmp_path):
@@ -73,3 +82,35 @@ def test_sigkill_mid_write_leaves_the_old_file_and_a_stale_temporary_that_is_rem
     time.sleep(0.01)
     assert remove_stale_temporaries(tmp_path, "model.pt") == stale
     assert live.exists() and not stale[0].exists()
+
+
+_LOCK_HOLDER = """
+import sys, time
+from mlip.atomic import output_lock
+with output_lock(sys.argv[1]):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_output_lock_refuses_a_second_process_and_is_freed_by_sigkill(tmp_path):
+    out = tmp_path / "shards"
+    p = subprocess.Popen([sys.executable, "-c", _LOCK_HOLDER, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputLockedError, match=rf"{out}: another process \(pid {p.pid}\) is writing"):
+            with output_lock(out):
+                pass
+        assert isinstance(OutputLockedError("x"), ValueError)
+    finally:
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+    # the kernel released the dead holder's lock: the output can be locked again, and the lock
+    # file goes away with the block
+    with output_lock(out) as lock:
+        assert lock == lock_path(out) == tmp_path / "shards.lock"
+        assert lock.read_text().strip() == str(os.getpid())
+        with pytest.raises(OutputLockedError):  # also a second holder in the same process
+            with output_lock(out):
+                pass
+    assert not lock_path(out).exists()
