@@ -2,12 +2,16 @@
 
 Two ways to run an mlip model inside OpenMM (>= 8.6, which has ``openmm.PythonForce``):
 
-1. :class:`MLIPForce` builds an ``openmm.PythonForce`` that you add to any ``System``::
+1. :class:`MLIPForce` is an ``openmm.Force`` (an ``openmm.PythonForce``): add it to any
+   ``System`` as any other force::
 
        from mlip.calculators.openmm import MLIPForce
 
-       mlf = MLIPForce.from_topology("model.pt", pdb.topology)    # all atoms
-       mlf.add_to(system)                                         # == system.addForce(mlf.force)
+       system.addForce(MLIPForce.from_topology("model.pt", pdb.topology, expected=atoms))
+
+   ``expected`` (the ``ase.Atoms`` the PDB was written from, atomic numbers or a count)
+   refuses a topology whose atoms differ from it: OpenMM reads a PDB whose atoms share a
+   name within a residue, as ``ase.io.write`` writes them, as fewer atoms.
 
    With ``atom_indices`` the model sees only those atoms (an ML region inside a classical
    system): OpenMM passes it their positions only, and this force puts zero force on every
@@ -33,7 +37,8 @@ when the topology has box vectors) reads the box vectors of every ``State`` (tri
 included) and builds a periodic neighbour list; a non-periodic one ignores any box.
 
 openmm and openmm-ml are optional dependencies: ``import mlip.calculators`` does not import
-this module, and this module imports openmm-ml only when its two openmm-ml classes are asked for.
+this module; importing it needs OpenMM >= 8.6 (an ``ImportError`` naming the extra otherwise),
+and it imports openmm-ml only when its two openmm-ml classes are asked for.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mlip.calculators.elements import check_elements
 from mlip.errors import ConfigError, StructureError
 from mlip.graph import build_graph
 from mlip.io import from_payload, resolve_model, to_payload
@@ -73,6 +79,9 @@ def _openmm():
         raise ImportError(f"mlip.calculators.openmm needs OpenMM >= 8.6 (openmm.PythonForce); "
                           f"found OpenMM {openmm.__version__}")
     return openmm
+
+
+openmm = _openmm()
 
 
 def _rebuild_evaluator(payload: dict, numbers, periodic: bool, device: str, engine: str = "auto"):
@@ -159,8 +168,12 @@ class _Evaluator:
         return self.evaluate(pos, box)
 
 
-class MLIPForce:
-    """An mlip model as an OpenMM force (an ``openmm.PythonForce`` that this object owns).
+class MLIPForce(openmm.PythonForce):
+    """An mlip model as an OpenMM force: ``system.addForce(MLIPForce(...))``.
+
+    An ``openmm.PythonForce`` whose function runs the model. Once added, the System owns
+    it, as any OpenMM force: add it to one System only (build another ``MLIPForce`` for
+    another System). :meth:`add_to` adds it after checking it against the System.
 
     Args:
         model_or_path: an :class:`mlip.Potential` or the path of a model file (:func:`mlip.save`).
@@ -179,9 +192,6 @@ class MLIPForce:
             model's own. A pickled force keeps it.
 
     Attributes:
-        force: the ``openmm.PythonForce``; add it with :meth:`add_to` or
-            ``system.addForce(mlf.force)``. The System then owns it: add it to one System only
-            (build another ``MLIPForce`` for another System).
         model: the :class:`mlip.Potential` evaluated on every call.
         atomic_numbers: ``[n]`` int64 atomic numbers.
         atom_indices: list of ``n`` particle indices, or None (all particles).
@@ -198,7 +208,6 @@ class MLIPForce:
 
     def __init__(self, model_or_path, atomic_numbers, *, atom_indices=None, periodic: bool = False,
                  device: str | torch.device = "cpu", dtype=None, engine: str | None = None):
-        openmm = _openmm()
         numbers = np.asarray(atomic_numbers)
         if numbers.ndim != 1 or numbers.size == 0:
             raise StructureError(f"atomic_numbers: expected a non-empty 1-D sequence, got shape {numbers.shape}")
@@ -217,30 +226,59 @@ class MLIPForce:
         model = resolve_model(model_or_path, device=device, dtype=dtype)
         if engine is not None:
             model = model.with_engine(engine) if model is model_or_path else set_engine(model, engine)
-        self.model = model
-        self._check_elements(numbers, atom_indices)
+        check_elements(numbers, model.elements, indices=atom_indices, noun="particle")
+        evaluator = _Evaluator(model, numbers, bool(periodic))
+        super().__init__(evaluator)
+        self._evaluator = evaluator
         self.atomic_numbers = numbers
         self.atom_indices = atom_indices
         self.periodic = bool(periodic)
-        self._evaluator = _Evaluator(self.model, numbers, self.periodic)
-        self.force = openmm.PythonForce(self._evaluator)
-        self.force.setName("MLIPForce")
-        self.force.setUsesPeriodicBoundaryConditions(self.periodic)
+        self.setName("MLIPForce")
+        self.setUsesPeriodicBoundaryConditions(self.periodic)
         if atom_indices is not None:
-            self.force.setParticles(atom_indices)
-        self._added = False
+            self.setParticles(atom_indices)
+
+    @property
+    def model(self) -> Potential:
+        """The :class:`mlip.Potential` evaluated on every call."""
+        return self._evaluator.model
+
+    @property
+    def force(self) -> "MLIPForce":
+        """This force itself (code written when ``MLIPForce`` held a ``PythonForce`` adds ``mlf.force``)."""
+        return self
+
+    def __getstate__(self) -> dict:
+        # openmm.Force pickles as its XML alone; keep this class's attributes too
+        return {"xml": openmm.XmlSerializer.serialize(self),
+                "attrs": {k: v for k, v in self.__dict__.items() if k != "this"}}
+
+    def __setstate__(self, state) -> None:
+        super().__setstate__(state["xml"])
+        self.__dict__.update(state["attrs"])
 
     @classmethod
-    def from_topology(cls, model_or_path, topology, *, atom_indices=None, periodic: bool | None = None,
-                      device: str | torch.device = "cpu", dtype=None, engine: str | None = None) -> "MLIPForce":
+    def from_topology(cls, model_or_path, topology, *, expected=None, atom_indices=None,
+                      periodic: bool | None = None, device: str | torch.device = "cpu", dtype=None,
+                      engine: str | None = None) -> "MLIPForce":
         """An :class:`MLIPForce` for the atoms of an ``openmm.app.Topology``.
 
         Atomic numbers come from the topology's elements (of ``atom_indices`` only, if
         given). ``periodic`` defaults to whether the topology has periodic box vectors.
+
+        ``expected``: what the whole topology must hold, in order: an ``ase.Atoms`` (e.g. the
+        atoms a PDB was written from), a sequence of atomic numbers or symbols, or an atom
+        count. Give it whenever the topology comes from a file: OpenMM reads a PDB whose atoms
+        share a name within a residue (``ase.io.write`` names every atom by its element) as
+        fewer atoms, and the positions read with it match those, so nothing else notices.
+
         Other arguments as in :class:`MLIPForce`. :class:`~mlip.errors.StructureError` for an
-        atom without an element.
+        atom without an element, or a topology that differs from ``expected`` (the counts and
+        formulas named).
         """
         atoms = list(topology.atoms())
+        if expected is not None:
+            _check_expected(atoms, expected)
         if atom_indices is not None:
             atom_indices = [int(i) for i in atom_indices]
             bad = [i for i in atom_indices if not 0 <= i < len(atoms)]
@@ -272,14 +310,12 @@ class MLIPForce:
         if self.atom_indices is not None and max(self.atom_indices) >= n_sys:
             raise StructureError(f"atom_indices: index {max(self.atom_indices)} out of range for a System "
                              f"of {n_sys} particles")
-        if self._added:
+        if not self.thisown:
             raise RuntimeError("this MLIPForce was already added to a System, which owns it; "
                                "create a new MLIPForce for another System")
         if force_group is not None:
-            self.force.setForceGroup(int(force_group))
-        index = system.addForce(self.force)
-        self._added = True
-        return index
+            self.setForceGroup(int(force_group))
+        return system.addForce(self)
 
     def compute(self, positions, box_vectors=None) -> tuple[float, np.ndarray]:
         """Evaluate without a Context: energy in kJ/mol and forces ``[n, 3]`` in kJ/mol/nm.
@@ -294,24 +330,45 @@ class MLIPForce:
             raise StructureError("compute: a periodic MLIPForce needs box_vectors (nm)")
         return self._evaluator.evaluate(positions, box)
 
-    def _check_elements(self, numbers: np.ndarray, atom_indices) -> None:
-        from ase.data import chemical_symbols
-
-        bad = (numbers < 1) | (numbers > 118)
-        if bad.any():
-            raise StructureError(f"atomic_numbers: {numbers[bad][:5].tolist()} are not elements (expected 1..118)")
-        known = set(self.model.elements)
-        unknown = [k for k, z in enumerate(numbers) if chemical_symbols[z] not in known]
-        if unknown:
-            names = sorted({chemical_symbols[numbers[k]] for k in unknown})
-            where = [atom_indices[k] for k in unknown] if atom_indices is not None else unknown
-            raise StructureError(f"unknown element(s) {names} at particle(s) {where[:10]}"
-                             f"{' ...' if len(where) > 10 else ''}: this model knows {self.model.elements}")
-
     def __repr__(self) -> str:
         region = "all particles" if self.atom_indices is None else f"{len(self.atom_indices)} particles"
         return (f"MLIPForce({len(self.atomic_numbers)} atoms, {region}, periodic={self.periodic}, "
                 f"elements={self.model.elements}, r_max={self.model.r_max} Å, dtype={self.model.config.dtype})")
+
+
+def _formula(numbers) -> str:
+    from ase.data import chemical_symbols
+    from ase.formula import Formula
+
+    return Formula("".join(chemical_symbols[z] for z in numbers)).format("hill") or "nothing"
+
+
+def _check_expected(topology_atoms: list, expected) -> None:
+    """Refuse topology atoms that differ from ``expected`` (Atoms, numbers, symbols or a count)."""
+    from ase.data import atomic_numbers
+
+    have = [a.element.atomic_number if a.element is not None else 0 for a in topology_atoms]
+    if isinstance(expected, (int, np.integer)):
+        want = None
+        n_want = int(expected)
+    else:
+        want = getattr(expected, "numbers", expected)
+        want = [atomic_numbers[z] if isinstance(z, str) else int(z) for z in want]
+        n_want = len(want)
+    pdb_hint = ("; a PDB whose atoms share a name within a residue (as ase.io.write names them) is read by "
+                "OpenMM as fewer atoms: write unique atom names, or build the topology from the atoms")
+    if len(have) != n_want:
+        raise StructureError(f"the topology has {len(have)} atoms ({_formula(have)}) but {n_want} were expected"
+                             + (f" ({_formula(want)})" if want is not None else "")
+                             + (pdb_hint if len(have) < n_want else ""))
+    if want is not None and have != want:
+        from ase.data import chemical_symbols
+
+        diff = [k for k, (a, b) in enumerate(zip(have, want)) if a != b]
+        k = diff[0]
+        raise StructureError(f"the topology's atoms differ from the expected ones at {len(diff)} of {n_want} "
+                             f"places, first at atom {k}: {chemical_symbols[have[k]]} in the topology, "
+                             f"{chemical_symbols[want[k]]} expected")
 
 
 def _in_nm(x) -> np.ndarray:
@@ -376,8 +433,8 @@ def _define_openmmml_classes() -> None:
                                           periodic=periodic, device=self._getTorchDevice(args),
                                           dtype=_PRECISIONS[precision])
             # not add_to(): openmm-ml's interpolation passes an empty scratch System
-            mlf.force.setForceGroup(forceGroup)
-            system.addForce(mlf.force)
+            mlf.setForceGroup(forceGroup)
+            system.addForce(mlf)
 
         def getMLLongRange(self) -> bool:
             """False: the model only sees neighbours within its cutoff ``r_max``."""

@@ -415,3 +415,75 @@ def test_atom_count_mismatch(model):
         ctx.getState(getEnergy=True)
     with pytest.raises(ConfigError, match="modelPath"):
         MLPotential("mlip")
+
+
+# -- an openmm.Force, added as any other -----------------------------------------------------------
+def test_is_an_openmm_force_added_with_add_force(model):
+    """``system.addForce(MLIPForce(...))`` as every OpenMM user writes it: same numbers as ASE;
+    the System then owns it (a second addForce or add_to is refused)."""
+    atoms = ethanol()
+    system = system_of(atoms)
+    mlf = MLIPForce(model, atoms.numbers)
+    assert isinstance(mlf, openmm.Force) and isinstance(mlf, openmm.PythonForce) and mlf.force is mlf
+    assert system.addForce(mlf) == 0 and system.getNumForces() == 1
+    assert system.getForce(0).getName() == "MLIPForce"
+    e, f = energy_forces(context(system, atoms.positions))
+    e_ref, f_ref = ase_reference(model, atoms)
+    assert e == pytest.approx(e_ref, rel=1e-12, abs=1e-9)
+    np.testing.assert_allclose(f, f_ref, rtol=1e-9, atol=1e-9)
+    with pytest.raises(RuntimeError, match="already added to a System"):
+        mlf.add_to(system_of(atoms))
+    with pytest.raises(Exception, match="does not own"):
+        system_of(atoms).addForce(mlf)
+
+
+def test_copies_keep_the_force(model):
+    """``copy.deepcopy`` (openmm-ml's interpolation copies forces) and ``pickle`` give an
+    MLIPForce with its attributes that computes the same numbers, in a Context and without."""
+    import copy
+    import pickle
+
+    atoms = periodic_box(12, seed=2)
+    mlf = MLIPForce.from_topology(model, topology_of(atoms.numbers, atoms.cell.array), atom_indices=range(12))
+    e_ref, f_ref = mlf.compute(atoms.positions / 10, atoms.cell.array / 10)
+    for twin in (copy.deepcopy(mlf), pickle.loads(pickle.dumps(mlf))):
+        assert isinstance(twin, MLIPForce) and twin.thisown and twin.periodic
+        assert twin.atom_indices == list(range(12)) and list(twin.getParticles()) == list(range(12))
+        assert twin.usesPeriodicBoundaryConditions() and twin.model.elements == ELEMENTS
+        e, f = twin.compute(atoms.positions / 10, atoms.cell.array / 10)
+        assert e == e_ref
+        np.testing.assert_array_equal(f, f_ref)
+        system = system_of(atoms)
+        system.addForce(twin)
+        e, f = energy_forces(context(system, atoms.positions))
+        assert e == pytest.approx(e_ref, rel=1e-12)
+
+
+# -- a topology that lost atoms on the way ---------------------------------------------------------
+def test_collapsed_pdb_topology_is_refused(model, tmp_path):
+    """An ASE-written PDB names every atom by its element (C, C, O, H, ...): OpenMM reads the
+    9 atoms of ethanol as 3 (one per name), and its positions as 3 too. ``expected=`` (the
+    Atoms it was written from, their numbers or a count) refuses that topology, naming both counts."""
+    import warnings
+
+    atoms = ethanol()
+    ase.io.write(tmp_path / "ethanol.pdb", atoms)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # OpenMM's "duplicate atom" warnings: the user sees those only
+        pdb = app.PDBFile(str(tmp_path / "ethanol.pdb"))
+    assert pdb.topology.getNumAtoms() == 3 and len(pdb.positions) == 3  # the collapse, as users meet it
+    for expected in (atoms, atoms.numbers, atoms.get_chemical_symbols()):
+        with pytest.raises(StructureError, match=r"the topology has 3 atoms \(CHO\) but 9 were expected "
+                                                 r"\(C2H6O\); a PDB whose atoms share a name"):
+            MLIPForce.from_topology(model, pdb.topology, expected=expected)
+    with pytest.raises(StructureError, match="has 3 atoms .* but 9 were expected"):
+        MLIPForce.from_topology(model, pdb.topology, expected=9)
+    # the same atoms, in another order: refused with the first difference
+    with pytest.raises(StructureError, match=r"differ .* at 2 of 9 places, first at atom 0: C in the topology, "
+                                             r"O expected"):
+        MLIPForce.from_topology(model, topology_of(atoms.numbers), expected=atoms.numbers[[2, 1, 0, *range(3, 9)]])
+    # a topology with the atoms expected is accepted, with atom_indices as well
+    mlf = MLIPForce.from_topology(model, topology_of(atoms.numbers), expected=atoms)
+    assert len(mlf.atomic_numbers) == 9
+    assert len(MLIPForce.from_topology(model, topology_of(atoms.numbers), expected=9, atom_indices=[0, 1, 2])
+               .atomic_numbers) == 3
