@@ -12,7 +12,12 @@ directory of shards (``shard-00000.h5`` ...) plus ``manifest.json``.
 * Bad records raise :class:`~mlip.datasets.errors.DataError`, or with
   ``skip_bad`` are counted in a :class:`~mlip.datasets.errors.SkipReport`
   that is printed and stored (shard attr ``skip_report``, manifest).
-* At the end, splits by trajectory are written into every shard.
+* At the end, splits by trajectory are written next to every shard
+  (``<shard>.splits.json``, :mod:`~mlip.datasets.splits`); a committed shard
+  is never opened for writing again.
+* The output is locked (:func:`mlip.atomic.output_lock`, ``<OUT>.lock``) for the
+  whole run: a second ``convert`` (or ``split``) of the same OUT fails at once
+  with :class:`~mlip.atomic.OutputLockedError` instead of mixing its data in.
 """
 
 from __future__ import annotations
@@ -25,10 +30,12 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from mlip.atomic import output_lock
+
 from .errors import DataError, SkipReport
 from .manifest import H5_SUFFIXES, MANIFEST, new_manifest, read_manifest, shard_name, write_manifest
 from .sources import SOURCES, SourceOptions
-from .splits import check_fractions, split_shards
+from .splits import check_fractions, splits_path, write_splits
 from .writer import ShardWriter
 
 DEFAULT_SHARD_SIZE = 500_000
@@ -87,6 +94,14 @@ def convert(fmt: str, sources, out, *, options: SourceOptions | None = None, sha
     options = options or SourceOptions()
     source = SOURCES[fmt](sources, options)
     out = Path(out)
+    with output_lock(out, what="converting into"):
+        return _convert_locked(fmt, source, out, options, shard_size, skip_bad, resume, overwrite, compression,
+                               split_fractions, split_seed, progress)
+
+
+def _convert_locked(fmt, source, out: Path, options, shard_size, skip_bad, resume, overwrite, compression,
+                    split_fractions, split_seed, progress) -> ConversionResult:
+    """:func:`convert` once the output lock is held."""
     t0 = time.perf_counter()
     single = out.suffix in H5_SUFFIXES
     if single and shard_size:
@@ -125,18 +140,19 @@ def convert(fmt: str, sources, out, *, options: SourceOptions | None = None, sha
             raise DataError(", ".join(map(str, source.files)), "", "no structures converted: " + report.summary())
         writer = new_paths[0]["writer"]
         try:
-            splits = split_shards([writer.tmp], split_fractions, split_seed)
+            splits_path(out).unlink(missing_ok=True)  # the replaced output's splits
             writer.commit()
         except BaseException:
             writer.abort()
             raise
+        splits = write_splits([out], split_fractions, split_seed)
         paths = [out]
         n_s, n_a = new_paths[0]["n_structures"], new_paths[0]["n_atoms"]
     else:
         if not manifest["shards"]:
             raise DataError(", ".join(map(str, source.files)), "", "no structures converted: " + report.summary())
         paths = [out / s["path"] for s in manifest["shards"]]
-        splits = split_shards(paths, split_fractions, split_seed)
+        splits = write_splits(paths, split_fractions, split_seed)
         n_s = sum(s["n_structures"] for s in manifest["shards"])
         n_a = sum(s["n_atoms"] for s in manifest["shards"])
         manifest.update(complete=True, n_structures=n_s, n_atoms=n_a, splits=splits,

@@ -7,7 +7,7 @@ import torch
 from torch_geometric.data import Data
 
 from .manifest import resolve_paths
-from .reader import ShardReader
+from .reader import open_shards
 from .samples import block_to_samples
 
 
@@ -32,7 +32,7 @@ class HDF5Dataset(torch.utils.data.Dataset):
 
     def __init__(self, path_or_paths, split: str | None = None, *, cache_bytes: int = 16 << 20):
         self.paths = resolve_paths(path_or_paths)
-        self.shards = [ShardReader(p, cache_bytes=cache_bytes) for p in self.paths]
+        self.shards = open_shards(self.paths, cache_bytes=cache_bytes)
         self.split = split
         sizes = np.array([s.n_structures for s in self.shards], dtype=np.int64)
         self._first_id = np.concatenate([[0], np.cumsum(sizes)])

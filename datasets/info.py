@@ -16,11 +16,11 @@ import numpy as np
 
 from .errors import DataError, SkipReport
 from .manifest import resolve_paths
-from .reader import ShardReader
+from .reader import open_shards
 from .units import CHEMICAL_SYMBOLS
 
 _BLOCK = 65536
-_INFO_FIELDS = ("atomic_numbers", "natoms", "energy", "forces", "stage")
+_INFO_FIELDS = ("atomic_numbers", "natoms", "energy", "forces", "stage", "pbc")
 _N_Z = 119  # atomic numbers 0..118
 
 
@@ -56,11 +56,12 @@ def dataset_info(paths) -> dict:
         A JSON-able dict (energies eV, forces eV/Å).
     """
     files = resolve_paths(paths)
-    readers = [ShardReader(p) for p in files]
+    readers = open_shards(files)
     elements = np.zeros(256, np.int64)
     natoms, energy, e_per_atom, f_comp, f_norm = _Moments(), _Moments(), _Moments(), _Moments(), _Moments()
     splits: dict[str, int] = {}
     stages = np.zeros(256, np.int64)
+    periodic_dims = np.zeros(4, np.int64)  # structures periodic along 0, 1, 2, 3 cell vectors
     report = SkipReport()
     for r in readers:
         for b in r.iter_blocks(_INFO_FIELDS, size=_BLOCK):
@@ -72,6 +73,7 @@ def dataset_info(paths) -> dict:
             f_comp.add(x["forces"])
             f_norm.add(np.linalg.norm(x["forces"], axis=1))
             stages += np.bincount(x["stage"], minlength=256)
+            periodic_dims += np.bincount(x["pbc"].sum(axis=1), minlength=4)
         r.close()
         for k, v in r.splits.items():
             splits[k] = splits.get(k, 0) + v
@@ -93,6 +95,7 @@ def dataset_info(paths) -> dict:
         "elements": {CHEMICAL_SYMBOLS[z]: int(c) for z, c in enumerate(elements) if c and z < len(CHEMICAL_SYMBOLS)},
         "stages": {(stage_names[i] if i < len(stage_names) else str(i)) or "-": int(c)
                    for i, c in enumerate(stages) if c},
+        "pbc": {name: int(c) for name, c in zip(("none", "1D", "2D", "3D"), periodic_dims) if c},
         "natoms": natoms.to_dict(),
         "energy_eV": energy.to_dict(),
         "energy_per_atom_eV": e_per_atom.to_dict(),
@@ -100,6 +103,9 @@ def dataset_info(paths) -> dict:
                                      "rms": float(np.sqrt(f_comp.m2 / max(f_comp.n, 1) + f_comp.mean**2))},
         "force_norm_eV_per_A": f_norm.to_dict(),
         "splits": splits,
+        "splits_source": sorted({r.splits_source or "none" for r in readers}),
+        "checksums": {"verified": sum(r.checksums == "all" for r in readers),
+                      "without": [str(r.path) for r in readers if r.checksums != "all"]},
         "skipped_at_conversion": report.skipped,
     }
 
@@ -148,8 +154,7 @@ def composition_stats(paths, split: str | None = None, *, block: int = _BLOCK) -
     present = np.zeros(_N_Z, bool)
     n_s = n_a = 0
     has_stress = True
-    for path in files:
-        reader = ShardReader(path)
+    for reader in open_shards(files):
         has_stress &= "stress" in reader.optional
         try:
             select = None if split is None else reader.split_indices(split)
@@ -188,6 +193,8 @@ def format_info(info: dict) -> str:
         f"units            {', '.join(str(v) for v in info['units'].values())}",
         f"structures       {info['n_structures']:,}",
         f"atoms            {info['n_atoms']:,}",
+        "periodic         " + (", ".join(f"{k}: {v:,}" for k, v in info.get("pbc", {}).items()) or "-")
+        + "  (structures by periodic cell vectors)",
         f"natoms           {stats(info['natoms'])}",
         "elements         " + ", ".join(f"{k}: {v:,}" for k, v in info["elements"].items()),
         f"energy (eV)      {stats(info['energy_eV'])}",
@@ -195,8 +202,16 @@ def format_info(info: dict) -> str:
         f"force comp (eV/A) {stats(info['force_component_eV_per_A'])}"
         f"  rms {info['force_component_eV_per_A']['rms']:.6g}",
         f"|force| (eV/A)   {stats(info['force_norm_eV_per_A'])}",
-        "splits           " + (", ".join(f"{k}: {v:,}" for k, v in info["splits"].items()) or "none"),
+        "splits           " + (", ".join(f"{k}: {v:,}" for k, v in info["splits"].items()) or "none")
+        + (f"  (stored {'/'.join(info['splits_source'])})" if info["splits"] else ""),
     ]
+    c = info["checksums"]
+    if not c["without"]:
+        lines.append("checksums        fletcher32 on every dataset, verified on read")
+    else:
+        lines.append(f"checksums        NONE in {len(c['without'])} of {len(info['files'])} file(s) (written before "
+                     "checksums: corruption there goes unnoticed; convert again to add them): "
+                     + ", ".join(c["without"][:3]) + (" ..." if len(c["without"]) > 3 else ""))
     if info["optional_fields"]:
         lines.append("optional fields  " + ", ".join(info["optional_fields"]))
     if info.get("lmdb_key_order"):

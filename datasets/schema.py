@@ -21,7 +21,6 @@ stress             (S, 3, 3)    f32      optional; eV/Å^3, ASE sign convention
 trajectory_id      (S,)         i64      source trajectory / system (CID, OC20 sid, ...)
 frame_id           (S,)         i64      step inside the trajectory (OC20 fid)
 stage              (S,)         u8       index into attr stage_names (PubChemQCR stage)
-splits/<name>      (n,)         i64      sorted structure indices of split train/val/test
 =================  ===========  =======  ==========================================
 
 Root attributes: ``schema`` (= :data:`SCHEMA_NAME`), ``schema_version``,
@@ -29,8 +28,22 @@ Root attributes: ``schema`` (= :data:`SCHEMA_NAME`), ``schema_version``,
 ``level_of_theory``, ``energy_reference``, ``source`` (format), ``source_files``
 (JSON list), ``stage_names`` (JSON list), ``element_energies`` (JSON, eV, may be
 ``{}``), ``n_structures``, ``n_atoms``, ``elements`` (sorted Z present),
-``skip_report`` (JSON), ``created``. The ``splits`` group carries ``by``,
-``fractions`` and ``seed``.
+``skip_report`` (JSON), ``created``, ``uid`` (random, unique per shard: a side
+file or a manifest entry names its shard by it, and a copied shard is seen as a
+duplicate), ``checksums`` (``"fletcher32"``) and ``attrs_sha256`` (SHA-256 of
+all other root attributes, :func:`attrs_digest`).
+
+Integrity: every dataset carries HDF5's fletcher32 checksum per chunk,
+verified by HDF5 on every read; HDF5's own metadata (object headers, chunk
+indexes) carries checksums in this file format, and the root attributes,
+kept by HDF5 in an unchecked heap, are covered by ``attrs_sha256``. Shards
+written before checksums (no ``checksums`` attribute) stay readable;
+``mlip-data info`` says that their corruption would go unnoticed.
+
+Splits are not stored in the shard (a committed shard is never opened for
+writing) but in ``<shard>.splits.json`` (:mod:`mlip.datasets.splits`); shards
+of older versions hold them as ``splits/<name>`` (n,) i64 sorted index arrays,
+still read.
 
 Per-atom arrays are chunked by :data:`ATOM_CHUNK` rows, per-structure arrays
 by :data:`STRUCTURE_CHUNK` rows, uncompressed by default: lzf / gzip save only
@@ -40,6 +53,8 @@ by :data:`STRUCTURE_CHUNK` rows, uncompressed by default: lzf / gzip save only
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,6 +66,8 @@ STRUCTURE_CHUNK = 1024
 SPLITS_GROUP = "splits"
 SPLIT_NAMES = ("train", "val", "test")
 OFFSETS = "offsets"
+CHECKSUMS = "fletcher32"
+ATTRS_DIGEST = "attrs_sha256"
 
 UNITS = {
     "units_energy": "eV",
@@ -96,3 +113,20 @@ FIELDS: tuple[Field, ...] = (
 )
 FIELD_BY_NAME = {f.name: f for f in FIELDS}
 OPTIONAL_FIELDS = tuple(f.name for f in FIELDS if not f.required)
+
+
+def _plain(v):
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, bytes):
+        return v.decode("utf-8", "replace")
+    return v
+
+
+def attrs_digest(attrs) -> str:
+    """SHA-256 of root attributes (a mapping; :data:`ATTRS_DIGEST` itself left out), over their
+    canonical JSON, so the same values give the same digest whatever their numpy types."""
+    plain = {str(k): _plain(v) for k, v in attrs.items() if k != ATTRS_DIGEST}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()

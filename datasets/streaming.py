@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .manifest import resolve_paths
-from .reader import ShardReader
+from .reader import open_shards
 from .samples import BlockSamples
 
 
@@ -71,7 +71,7 @@ class StreamingDataset(torch.utils.data.IterableDataset):
                  block_size: int | None = None, max_open_files: int = 8):
         super().__init__()
         self.paths = resolve_paths(paths)
-        self.shards = [ShardReader(p) for p in self.paths]
+        self.shards = open_shards(self.paths)
         self.split = split
         if split is not None:
             for s in self.shards:
@@ -161,20 +161,20 @@ class StreamingDataset(torch.utils.data.IterableDataset):
 
     def _blocks_read(self, blocks):
         """``(BlockSamples, rows)`` for each block that has structures of the split."""
-        open_shards: OrderedDict[int, np.ndarray | None] = OrderedDict()
+        held: OrderedDict[int, np.ndarray | None] = OrderedDict()
         try:
             for k, a, b in blocks:
                 shard = self.shards[k]
-                if k in open_shards:
-                    open_shards.move_to_end(k)
+                if k in held:
+                    held.move_to_end(k)
                 else:
-                    open_shards[k] = None if self.split is None else shard.split_indices(self.split)
-                    if len(open_shards) > self.max_open_files:
-                        old, _ = open_shards.popitem(last=False)
+                    held[k] = None if self.split is None else shard.split_indices(self.split)
+                    if len(held) > self.max_open_files:
+                        old, _ = held.popitem(last=False)
                         self.shards[old].close()
                 select = None
                 if self.split is not None:
-                    idx = open_shards[k]
+                    idx = held[k]
                     lo, hi = np.searchsorted(idx, [a, b])
                     if lo == hi:
                         continue
@@ -182,5 +182,5 @@ class StreamingDataset(torch.utils.data.IterableDataset):
                 bs = BlockSamples(shard.read_block(a, b), int(self._first_id[k]) + a)
                 yield bs, (np.arange(b - a) if select is None else select)
         finally:
-            for k in open_shards:
+            for k in held:
                 self.shards[k].close()

@@ -6,6 +6,9 @@ Data go to a temporary file of this process next to ``path``
 after everything is written, so an interrupted or failed write never leaves a
 file under the final name, and two writers never share a temporary file.
 Temporaries of a killed run are removed by ``convert``'s resume.
+
+Every dataset is written with HDF5's fletcher32 checksum filter and the root
+attributes with their SHA-256 (``attrs_sha256``), verified by the reader.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import json
+import uuid
 from pathlib import Path
 
 import h5py
@@ -23,6 +27,8 @@ from mlip.atomic import atomic_path
 from .errors import DataError
 from .schema import (
     ATOM_CHUNK,
+    ATTRS_DIGEST,
+    CHECKSUMS,
     FIELD_BY_NAME,
     FIELDS,
     OFFSETS,
@@ -31,6 +37,7 @@ from .schema import (
     SCHEMA_VERSION,
     STRUCTURE_CHUNK,
     UNITS,
+    attrs_digest,
 )
 from .structure import Structure
 
@@ -89,7 +96,7 @@ class ShardWriter:
         self.tmp = self._rename.enter_context(atomic_path(self.path))
         # v110 file format: chunk indexes made for growing datasets; readable by HDF5 >= 1.10.
         self._file = h5py.File(self.tmp, "w", libver=("v110", "latest"), locking=False)
-        comp = _COMPRESSION[compression]
+        comp = {**_COMPRESSION[compression], "fletcher32": True}
         for f in self.fields:
             rows = atom_chunk if f.per_atom else structure_chunk
             self._file.create_dataset(f.name, shape=(0, *f.shape), maxshape=(None, *f.shape),
@@ -103,6 +110,8 @@ class ShardWriter:
         for k, v in UNITS.items():
             root[k] = v
         root["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        root["uid"] = uuid.uuid4().hex
+        root["checksums"] = CHECKSUMS
         defaults = {"level_of_theory": "unknown", "energy_reference": "total energy",
                     "source": "unknown", "source_files": "[]", "stage_names": json.dumps([""]),
                     "element_energies": "{}", "skip_report": json.dumps({"skipped": 0})}
@@ -206,6 +215,7 @@ class ShardWriter:
         root["elements"] = np.flatnonzero(self._elements).astype(np.int64)
         for k, v in attrs.items():
             root[k] = v if not isinstance(v, (list, dict)) else json.dumps(v)
+        root[ATTRS_DIGEST] = attrs_digest(dict(root.items()))
         self._file.close()
         return self.tmp
 

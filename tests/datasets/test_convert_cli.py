@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from mlip.datasets import DataError, HDF5Dataset, convert
+from mlip.datasets import DataError, HDF5Dataset, ShardReader, convert
 from mlip.datasets import writer as writer_mod
 from mlip.datasets.cli import _parser, main
 from mlip.datasets.testing import pubchemqcr_steps, write_pubchemqcr_lmdb
@@ -45,9 +45,9 @@ def test_cli_single_file_info_split(tmp_path, rmd17_excerpt, capsys):
     assert info["n_atoms"] == 450 and info["energy_eV"]["max"] < -4208 and info["units"]["units_energy"] == "eV"
     assert main(["split", str(out), "--by", "trajectory", "--fractions", "0.5", "0.3", "0.2", "--seed", "3"]) == 0
     assert "train 25, val 15, test 10" in capsys.readouterr().out
-    with h5py.File(out, "r", locking=False) as f:
-        assert f["splits"].attrs["seed"] == 3
-        parts = [f["splits"][k][:] for k in ("train", "val", "test")]
+    reader = ShardReader(out)  # splits live next to the shard (out.h5.splits.json), never written into it
+    assert reader.split_meta["seed"] == 3 and reader.splits_source == "side file"
+    parts = [reader.split_indices(k) for k in ("train", "val", "test")]
     assert sorted(np.concatenate(parts).tolist()) == list(range(50))
     # existing output: refused without --overwrite (exit status 2, message names the file)
     assert main(["convert", "--format", "extxyz", str(rmd17_excerpt), "-o", str(out), "--quiet"]) == 2
