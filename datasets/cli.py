@@ -86,8 +86,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="what defines a trajectory for splits: 'frame' (each frame; default; asedb: the row's "
                         "sid when it has one), 'file', or an info key holding an id")
 
-    i = sub.add_parser("info", help="counts, elements, energy/force statistics and splits of a dataset")
-    i.add_argument("path", nargs="+", metavar="OUT", help="a .h5 file, a shard directory or a manifest")
+    i = sub.add_parser("info", help="counts, elements, periodicity, energy/force statistics and splits of a dataset")
+    i.add_argument("path", nargs="+", metavar="OUT",
+                   help="a .h5 file, a shard directory or a manifest; several: a summary of each, then of all "
+                        "together (each input is read twice)")
     i.add_argument("--json", action="store_true", help="print JSON instead of text")
 
     s = sub.add_parser("split", help="(re)write train/val/test splits by trajectory")
@@ -120,6 +122,19 @@ def _convert(a) -> int:
     return 0
 
 
+def _info(a) -> int:
+    total = dataset_info(a.path)
+    inputs = [{"input": str(p), **dataset_info([p])} for p in a.path] if len(a.path) > 1 else []
+    if a.json:
+        print(json.dumps({"inputs": inputs, "total": total} if inputs else total, indent=1))
+    elif inputs:
+        print("\n\n".join([f"== {i['input']}\n{format_info(i)}" for i in inputs]
+                          + [f"== total of {len(inputs)} inputs\n{format_info(total)}"]))
+    else:
+        print(format_info(total))
+    return 0
+
+
 def _split(a) -> int:
     paths = resolve_paths(a.path)
     counts = split_shards(paths, a.fractions, a.seed, by=a.by)
@@ -140,9 +155,7 @@ def main(argv=None) -> int:
         if a.command == "convert":
             return _convert(a)
         if a.command == "info":
-            info = dataset_info(a.path)
-            print(json.dumps(info, indent=1) if a.json else format_info(info))
-            return 0
+            return _info(a)
         return _split(a)
     except (DataError, FileExistsError, FileNotFoundError, ValueError, ImportError) as exc:  # ImportError: an extra
         print(f"mlip-data {a.command}: error: {exc}", file=sys.stderr)
