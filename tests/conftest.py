@@ -1,4 +1,6 @@
-"""Suite-wide fixtures: one torch thread per test, and the model helpers of ``tests/model_cases.py``."""
+"""Suite-wide fixtures: one torch thread per test, the model helpers of ``tests/model_cases.py``, and
+``device``: the devices a hot-path test runs on (``cpu``; ``cuda`` where there is a GPU, skipped
+elsewhere). ``pytest -m cuda`` selects the CUDA cases, so the same command runs them on a GPU machine."""
 
 import os
 
@@ -10,6 +12,27 @@ from model_cases import helpers
 # 2-core CI machine from being oversubscribed (2 workers x 2 threads thrash).
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
+
+
+#: why the CUDA cases skip here
+NO_CUDA = "no CUDA device here (torch.cuda.is_available() is False)"
+#: ``pytest.param`` of each device; the CUDA one is marked ``cuda`` and skipped without a GPU
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("cuda", id="cuda", marks=[pytest.mark.cuda,
+                                          pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)]),
+]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cuda: runs on a CUDA device (skipped without one); "
+                            "`pytest -m cuda` runs only these")
+
+
+@pytest.fixture(params=DEVICES)
+def device(request) -> torch.device:
+    """The device a test runs on: ``cpu``, and ``cuda`` (skipped without a GPU)."""
+    return torch.device(request.param)
 
 
 @pytest.fixture(autouse=True)
