@@ -80,7 +80,9 @@ def _reading(path, where: str):
         raise
     except _H5_ERRORS as exc:
         text = str(exc)
-        what = "checksum mismatch" if "checksum" in text.lower() else "cannot read"
+        # fletcher32 reports a bad chunk as a failed filter (so would a corrupt lzf/gzip chunk)
+        bad_sum = "checksum" in text.lower() or "filter returned failure" in text
+        what = "checksum mismatch" if bad_sum else "cannot read"
         raise DataError(path, where, f"{what} (corrupt file): {type(exc).__name__}: {text}") from exc
 
 
