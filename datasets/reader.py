@@ -358,13 +358,18 @@ def check_duplicates(readers) -> None:
 def _incomplete_runs(readers, states) -> dict:
     """Split runs whose side files did not reach every shard they covered: run -> (shard, missed shard)."""
     by_uid = {r.uid: k for k, r in enumerate(readers)}
+
+    def newer(k, run) -> bool:  # shard k serves the run that came right after ``run``
+        current, previous = readers[k]._split_states
+        return states[k] is current and previous is not None and previous.run == run
+
     out = {}
     for r, s in zip(readers, states):
         if s is None or s.run in out:
             continue
         for u in s.run_shards:
             k = by_uid.get(u)
-            if k is not None and (states[k] is None or states[k].run != s.run):
+            if k is not None and (states[k] is None or states[k].run != s.run) and not newer(k, s.run):
                 out[s.run] = (r.path, readers[k].path)
                 break
     return out
