@@ -15,8 +15,8 @@ BACKENDS = tuple(TP_BACKENDS)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_forces_match_finite_differences(h, backend):
-    calc = MLIPCalculator(h.model(backend, "float64"))
+def test_forces_match_finite_differences(h, backend, device):
+    calc = MLIPCalculator(h.model(backend, "float64"), device=device)
     for atoms in (h.ethanol(), h.crystal()):
         atoms.calc = calc
         f = atoms.get_forces()
@@ -26,9 +26,9 @@ def test_forces_match_finite_differences(h, backend):
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_stress_matches_finite_differences(h, backend):
+def test_stress_matches_finite_differences(h, backend, device):
     atoms = h.crystal()
-    atoms.calc = MLIPCalculator(h.model(backend, "float64"))
+    atoms.calc = MLIPCalculator(h.model(backend, "float64"), device=device)
     s = atoms.get_stress()
     s_num = calculate_numerical_stress(atoms, eps=1e-5)
     assert s.shape == (6,) and np.abs(s).max() > 1e-5

@@ -130,11 +130,12 @@ def bonded(atoms: Atoms, system: openmm.System) -> None:
 
 
 # -- energies and forces against the ASE calculator -------------------------------------------
-def test_molecule_matches_ase(model):
-    """Non-periodic: OpenMM energy/forces (Reference and CPU platforms) equal ASE's after conversion."""
+def test_molecule_matches_ase(model, device):
+    """Non-periodic: OpenMM energy/forces (Reference and CPU platforms) equal ASE's after conversion,
+    with the model on either device."""
     atoms = ethanol()
     system = system_of(atoms)
-    mlf = MLIPForce(model, atoms.numbers)
+    mlf = MLIPForce(model, atoms.numbers, device=device)
     assert not mlf.force.usesPeriodicBoundaryConditions()
     mlf.add_to(system)
     e_ref, f_ref = ase_reference(model, atoms)

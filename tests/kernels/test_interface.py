@@ -199,21 +199,22 @@ ROWS_CASES = [
 
 @pytest.mark.parametrize("mode,in1", ROWS_LAYOUTS)
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_forward_rows_equals_forward(backend, mode, in1):
+def test_forward_rows_equals_forward(backend, mode, in1, device):
     """``forward_rows`` on stacked component-major rows is ``forward`` in another layout,
     values and gradients, with per-sample and shared weights; bad shapes are named. Without
     a rows route it is a RuntimeError."""
     in2 = "0e+1o+2e" if mode == "channelwise" else "3x0e+3x1o+3x2e"
-    tp = TensorProduct(in1, in2, "3x0e+3x1o+3x2e", mode=mode, backend=backend, chunk_size=0)
+    tp = TensorProduct(in1, in2, "3x0e+3x1o+3x2e", mode=mode, backend=backend, chunk_size=0).to(device)
     assert tp.supports_rows or (backend, mode, in1) not in ROWS_CASES
     p1, p2, p3 = tp.rows_plans
     if not tp.supports_rows:
         with pytest.raises(RuntimeError, match="no component-major route"):
-            tp.forward_rows(p1.stack(torch.zeros(2, tp.irreps_in1.dim)), p2.stack(torch.zeros(2, tp.irreps_in2.dim)),
-                            torch.zeros(tp.weight_numel))
+            tp.forward_rows(p1.stack(torch.zeros(2, tp.irreps_in1.dim, device=device)),
+                            p2.stack(torch.zeros(2, tp.irreps_in2.dim, device=device)),
+                            torch.zeros(tp.weight_numel, device=device))
         return
     g = torch.Generator().manual_seed(0)
-    x1, x2, w = (torch.randn(7, d, generator=g, dtype=torch.float64, requires_grad=True)
+    x1, x2, w = (torch.randn(7, d, generator=g, dtype=torch.float64).to(device).requires_grad_()
                  for d in (tp.irreps_in1.dim, tp.irreps_in2.dim, tp.weight_numel))
     for weight in (w, w[0]):
         y = p3.unstack(tp.forward_rows(p1.stack(x1), p2.stack(x2), weight))

@@ -13,20 +13,20 @@ CASES.append(("cg", "channelwise", {"route": "per_sample"}))
 
 
 @pytest.mark.parametrize("backend,mode,opts", CASES)
-def test_gradcheck(backend, mode, opts):
-    tp = TensorProduct(*case(mode, 2, C=2), mode=mode, backend=backend, **opts)
+def test_gradcheck(backend, mode, opts, device):
+    tp = TensorProduct(*case(mode, 2, C=2), mode=mode, backend=backend, **opts).to(device)
     g = torch.Generator().manual_seed(0)
     ins = [
-        torch.randn(3, d, dtype=torch.float64, generator=g, requires_grad=True)
+        torch.randn(3, d, dtype=torch.float64, generator=g).to(device).requires_grad_()
         for d in (tp.irreps_in1.dim, tp.irreps_in2.dim, tp.weight_numel)
     ]
     assert torch.autograd.gradcheck(tp, ins)
     assert torch.autograd.gradgradcheck(tp, ins)
 
 
-def test_symmetric_power_gradcheck():
-    sp = SymmetricPower("2x0e+2x1o+2x2e", "2x0e+2x1o", 3)
-    x = torch.randn(3, 18, dtype=torch.float64, requires_grad=True)
-    w = torch.randn(3, sp.weight_numel, dtype=torch.float64, requires_grad=True)
+def test_symmetric_power_gradcheck(device):
+    sp = SymmetricPower("2x0e+2x1o+2x2e", "2x0e+2x1o", 3).to(device)
+    x = torch.randn(3, 18, dtype=torch.float64).to(device).requires_grad_()
+    w = torch.randn(3, sp.weight_numel, dtype=torch.float64).to(device).requires_grad_()
     assert torch.autograd.gradcheck(sp, (x, w))
     assert torch.autograd.gradgradcheck(sp, (x, w))

@@ -89,12 +89,12 @@ def test_help(capsys):
 
 
 @pytest.mark.parametrize("ensemble", ["nve", "nvt", "nvt:nose-hoover", "nvt:bussi"])
-def test_cli_runs(h, tmp_path, model_file, ensemble, capsys):
+def test_cli_runs(h, tmp_path, model_file, ensemble, capsys, device):
     ensemble, _, thermostat = ensemble.partition(":")
     traj, log = tmp_path / "md.traj", tmp_path / "md.csv"
     code = main([str(model_file), str(h.data / "ethanol_rmd17_3.xyz"), "--index", "1", "--steps", "20",
                  "--ensemble", ensemble, "--log-every", "5", "--traj", str(traj), "--log", str(log),
-                 "--seed", "3", "--no-progress", "--threads", "1", "--pbc", "none",
+                 "--seed", "3", "--no-progress", "--threads", "1", "--pbc", "none", "--device", str(device),
                  *(["--thermostat", thermostat, "--taut", "10"] if thermostat else [])])
     assert code == 0
     frames = read(traj, ":")

@@ -16,13 +16,13 @@ from mlip.testing import max_abs, predict, symmetry_errors
 BACKENDS = tuple(TP_BACKENDS)
 
 
-def test_outputs_shapes_and_dtype(h):
-    model = h.model("cg", "float32")
+def test_outputs_shapes_and_dtype(h, device):
+    model = h.model("cg", "float32").to(device)
     g = mlip.batch_graphs([mlip.atoms_to_graph(h.crystal(), 5.0), mlip.atoms_to_graph(h.crystal(1), 5.0)])
     out = model(g, forces=True, stress=True)
     assert out["energy"].shape == (2,) and out["energies"].shape == (16,)
     assert out["forces"].shape == (16, 3) and out["stress"].shape == (2, 3, 3)
-    assert all(v.dtype == torch.float32 for v in out.values())
+    assert all(v.dtype == torch.float32 and v.device.type == device.type for v in out.values())
     assert torch.allclose(out["energy"], torch.stack([out["energies"][:8].sum(), out["energies"][8:].sum()]))
     out = model(g, forces=False)
     assert set(out) == {"energy", "energies"}
@@ -31,10 +31,10 @@ def test_outputs_shapes_and_dtype(h):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_symmetries(h, backend, dtype):
+def test_symmetries(h, backend, dtype, device):
     """Energy invariant, forces and stress equivariant under rotations, inversion,
     translations and permutations (cp below full rank: approximately, see below)."""
-    model = h.model(backend, dtype)
+    model = h.model(backend, dtype).to(device)
     for atoms in (h.ethanol(), h.crystal()):
         ref = predict(model, atoms)
         scale = {"energy": max_abs(ref["energy"]) + 1, "energies": max_abs(ref["energies"]) + 1,

@@ -120,9 +120,9 @@ def test_without_matplotlib_one_line_and_no_plots(tmp_path, cache_dir, t, monkey
     assert not list(res.out.glob("*.png"))
 
 
-def test_loss_goes_down(tmp_path, cache_dir, t):
+def test_loss_goes_down(tmp_path, cache_dir, t, device):
     cfg = config_from_dict(t.config(tmp_path / "r", cache_dir, train={"max_steps": 30, "val_every": 30,
-                                                                          "log_every": 5},
+                                                                          "log_every": 5, "device": device.type},
                                        optim={"ema_decay": None}))
     fit(cfg)
     rows = [r.split(",") for r in (tmp_path / "r" / "metrics.csv").read_text().splitlines()[1:]]
