@@ -246,6 +246,39 @@ def child_stream(spec: dict) -> dict:
             "workers_peak_mb": _workers_peak_mb() if workers else None}
 
 
+def copy_without_checksums(src: Path, dst: Path) -> Path:
+    """The same shard with every dataset written without the fletcher32 filter (as shards were
+    before checksums), same chunks, same attributes: the peer of the checksum cost."""
+    import h5py
+
+    with h5py.File(src, "r") as f, h5py.File(dst, "w", libver=("v110", "latest")) as g:
+        for k, v in f.attrs.items():
+            g.attrs[k] = v
+        for name, ds in f.items():
+            g.create_dataset(name, data=ds[:], chunks=ds.chunks, maxshape=ds.maxshape)
+    return dst
+
+
+def measure_checksums(work: Path, n_set: int, n: int, aspirin: Path) -> list:
+    """Read rate with and without fletcher32 checksums: the same molecules, streamed in process
+    and read at random (``HDF5Dataset[i]``), each in a fresh child after a warm-up pass."""
+    with_sums = build_stream_sets(work, n_set, aspirin)["molecules-none"]
+    without = str(copy_without_checksums(Path(with_sums), work / "molecules-nosums.h5"))
+    rows = []
+    for mode in ("in-process", "random reads"):
+        for label, path in (("fletcher32", with_sums), ("none", without)):
+            m = n if mode == "in-process" else n // 3
+            r = run_child("stream", {"path": path, "mode": mode, "workers": 0, "nl": False, "n": m})
+            r.update(checksums=label, mode=mode, n=m)
+            rows.append(r)
+            print(f"checksums {label:10s} {mode:12s}: {r['rate']:,.0f} structures/s", flush=True)
+    for mode in ("in-process", "random reads"):
+        on, off = (next(r["rate"] for r in rows if r["mode"] == mode and r["checksums"] == c)
+                   for c in ("fletcher32", "none"))
+        print(f"checksum cost, {mode}: {100 * (1 - on / off):+.1f} % read rate", flush=True)
+    return rows
+
+
 def run_child(kind: str, spec: dict) -> dict:
     """Run a measurement in a fresh interpreter; adds its peak RSS (MB)."""
     out = subprocess.run([sys.executable, __file__, "--child", kind, json.dumps(spec)],
@@ -300,6 +333,9 @@ def main(argv=None) -> int:
     p.add_argument("--shared-data", type=Path, default=None, metavar="DIR",
                    help="the shared DFT data folder holding rmd17/aspirin_train_01.xyz (default: $MLIP_SHARED_DATA, "
                         "else shared/data next to the checkout)")
+    p.add_argument("--checksums", action="store_true",
+                   help="only measure the read-rate cost of the fletcher32 checksums (same shard with and without "
+                        "them); writes results/data-checksums.json, leaves the README alone")
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.child:
@@ -321,6 +357,14 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     n_set = 50_000 if a.quick else 200_000
     n_fast, n_nl = (15_000, 2_000) if a.quick else (45_000, 5_000)
+    if a.checksums:
+        with tempfile.TemporaryDirectory(prefix="mlip-data-bench-") as tmp:
+            rows = measure_checksums(Path(tmp), n_set, n_fast, aspirin)
+        meta = {"command": "python benchmarks/data.py --checksums" + (" --quick" if a.quick else ""),
+                "cores": os.cpu_count(), "date": time.strftime("%Y-%m-%d %H:%M"),
+                "seconds": time.perf_counter() - t_start}
+        atomic_write_text(HERE / "results" / "data-checksums.json", json.dumps({"meta": meta, "rows": rows}, indent=1))
+        return 0
     results = {"meta": {
         "command": "python benchmarks/data.py" + (" --quick" if a.quick else ""),
         "python": platform.python_version(), "cpu": platform.processor() or platform.machine(),
