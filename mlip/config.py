@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from ase.data import atomic_numbers as _ATOMIC_NUMBERS
 
@@ -31,6 +31,7 @@ DTYPES = ("float32", "float64")
 
 #: Fields that may be ``None`` until a training run fills them from its data: the elements of
 #: the training set, E0s fitted by least squares, the mean neighbour count within ``r_max``.
+#: ``e0s`` may also be a string: how a training run computes them (``mlip.train.config.E0S_CHOICES``).
 FROM_DATA = ("elements", "e0s", "avg_num_neighbors")
 
 
@@ -71,7 +72,8 @@ class PotentialConfig:
             (default: none).
         e0s: reference energy per element symbol in eV, added to each atom's energy;
             missing elements get 0 (default: none; ``None``: a training run fits them by least
-            squares on its data). See :meth:`mlip.Potential.set_e0s`.
+            squares on its data; a string: a training run computes them that way, see
+            ``mlip.train.config.E0S_CHOICES``). See :meth:`mlip.Potential.set_e0s`.
         energy_scale: scale of the learned part of the atomic energy (default 1.0).
         energy_shift: shift of the learned part of the atomic energy in eV (default 0.0).
         dtype: ``"float32"`` or ``"float64"`` (default ``"float64"``): parameters and
@@ -93,7 +95,7 @@ class PotentialConfig:
     tp_backend: str = "cg"
     tp_backend_overrides: dict[str, str] = field(default_factory=dict)
     tp_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    e0s: Optional[dict[str, float]] = field(default_factory=dict)
+    e0s: Union[None, str, dict[str, float]] = field(default_factory=dict)
     energy_scale: float = 1.0
     energy_shift: float = 0.0
     dtype: str = "float64"
@@ -137,7 +139,7 @@ class PotentialConfig:
             if backend not in backends or not isinstance(opts, dict):
                 raise ConfigError(f"tp_options: expected {{backend: {{option: value}}}} with backends {backends}, "
                                   f"got {backend!r}: {opts!r}")
-        if self.e0s is not None:
+        if self.e0s is not None and not isinstance(self.e0s, str):  # a string: for a training run to resolve
             unknown = [e for e in self.e0s if self.elements is not None and e not in self.elements]
             if unknown:
                 raise ConfigError(f"e0s: element(s) {unknown} not in elements {self.elements}")
@@ -147,7 +149,8 @@ class PotentialConfig:
 
     def unresolved(self) -> list[str]:
         """Fields of :data:`FROM_DATA` still ``None`` (a :class:`mlip.Potential` needs none)."""
-        return [name for name in FROM_DATA if getattr(self, name) is None]
+        return [name for name in FROM_DATA
+                if getattr(self, name) is None or (name == "e0s" and isinstance(self.e0s, str))]
 
     def backend(self, site: str) -> str:
         """Backend used at tensor-product ``site`` (one of :data:`TP_SITES`)."""
