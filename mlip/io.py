@@ -15,10 +15,18 @@ half-written model. The payload dict is built by :func:`to_payload` and read bac
 :func:`from_payload`, which checks format and version: model files and pickled OpenMM forces
 (:mod:`mlip.calculators.openmm`) go through the same two functions. A payload or file that cannot
 be used raises :class:`mlip.errors.CheckpointError` (a ``ValueError``) naming its source.
+
+Files are untrusted bytes: they are read only with ``weights_only=True``
+(:func:`read_plain_file`), and a file whose loading would run code (a pickle that calls
+functions) is refused with a message that says so. No message mlip gives suggests
+``weights_only=False``. Files are created with the permissions the user's umask allows, as
+``open`` does.
 """
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -28,8 +36,8 @@ from .config import PotentialConfig
 from .errors import CheckpointError, ConfigError
 from .potential import Potential
 
-__all__ = ["save", "load", "to_payload", "from_payload", "atomic_torch_save", "resolve_model", "FORMAT",
-           "FORMAT_VERSION", "UNITS"]
+__all__ = ["save", "load", "to_payload", "from_payload", "atomic_torch_save", "read_plain_file", "resolve_model",
+           "FORMAT", "FORMAT_VERSION", "UNITS"]
 
 FORMAT = "mlip.potential"
 FORMAT_VERSION = 1
@@ -83,6 +91,45 @@ def atomic_torch_save(obj, path) -> Path:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
     return path
+
+
+#: Sentences of torch.load's errors that must not reach a user: they suggest loading untrusted
+#: bytes with ``weights_only=False`` (or allow-listing their globals), which would run their code.
+_UNSAFE_ADVICE = re.compile(r"weights_only|safe_globals|trusted source|allowlist|allow-list|file an issue",
+                            re.IGNORECASE)
+
+
+def _torch_error_text(exc: BaseException) -> str:
+    """``exc``'s message without torch's advice to load with ``weights_only=False``."""
+    parts = re.split(r"(?<=[.!?])\s+|\n+", str(exc))
+    kept = [p.strip() for p in parts if p.strip() and not _UNSAFE_ADVICE.search(p)]
+    return " ".join(kept) or type(exc).__name__
+
+
+def read_plain_file(path, *, unreadable: str = "not a readable mlip model file"):
+    """``torch.load(path, weights_only=True)`` on the CPU: tensors and plain data only.
+
+    Args:
+        unreadable: what the error calls a file torch cannot read, after ``"<path>: "``.
+
+    Raises:
+        CheckpointError: a file whose loading would run code (a pickle of functions or class
+            instances: refused, never loaded), or a file torch cannot read (truncated,
+            corrupted, not a torch file). The message names the file and never suggests
+            ``weights_only=False``.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "Weights only load failed" in text or "GLOBAL" in text:
+            found = re.search(r"GLOBAL ([\w.]+)", text)
+            what = f"it calls {found.group(1)}" if found else "it holds pickled Python objects"
+            raise CheckpointError(f"{path}: refused: loading this file would run code ({what}); mlip model files "
+                                  "and checkpoints hold only tensors and plain data, so it was not loaded") from None
+        raise CheckpointError(f"{path}: {unreadable} ({_torch_error_text(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
+        raise CheckpointError(f"{path}: {unreadable} ({type(exc).__name__}: {_torch_error_text(exc)})") from None
 
 
 def from_payload(payload, *, source: str = "model payload", dtype: str | torch.dtype | None = None) -> Potential:
@@ -146,8 +193,5 @@ def load(path, *, device: str | torch.device = "cpu", dtype: str | torch.dtype |
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such model file")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable mlip model file ({exc})") from None
+    payload = read_plain_file(path)
     return from_payload(payload, source=str(path), dtype=dtype).to(device)

@@ -72,19 +72,20 @@ def load_checkpoint(path) -> dict:
 
     Raises:
         FileNotFoundError: no such file.
-        CheckpointError: corrupted or truncated file, not an mlip training checkpoint, or a
+        CheckpointError: corrupted or truncated file, a file whose loading would run code
+            (refused, see :func:`mlip.io.read_plain_file`), not an mlip training checkpoint, or a
             format version this mlip does not read.
     """
+    from mlip.io import read_plain_file
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such checkpoint")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a bad file
-        raise CheckpointError(f"{path}: corrupted or unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    payload = read_plain_file(path, unreadable="corrupted or unreadable checkpoint")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         what = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
-        hint = " (a model file: use it with mlip-train eval, not --resume)" if what == "mlip.potential" else ""
+        hint = (" (a model file, what mlip-train export and mlip.save write; a training checkpoint is "
+                "checkpoints/last.pt or checkpoints/best.pt of a run folder)") if what == "mlip.potential" else ""
         raise CheckpointError(f"{path}: not an mlip training checkpoint (format {what!r}){hint}")
     if payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(

@@ -4,12 +4,17 @@ Subcommands::
 
     mlip-train fit CONFIG.yaml [key=value ...] [--resume | --overwrite]
     mlip-train eval MODEL DATA [DATA ...] [--split val] [--out DIR] [--diagnostics]
-    mlip-train export CHECKPOINT -o MODEL
+    mlip-train export CHECKPOINT -o MODEL [--overwrite]
     mlip-train demo [--out runs/demo]
 
 Multi-process: ``torchrun --nproc_per_node N -m mlip.train fit CONFIG.yaml``.
 Bad input (config, data, checkpoint) ends with ``mlip-train: error: ...`` and exit status 2.
-The similarity search over structure descriptors is ``python -m mlip.descriptors``.
+Results (metrics tables, the files written) go to stdout; progress, notes and warnings to
+stderr. The similarity search over structure descriptors is ``python -m mlip.descriptors``.
+
+Start-up: this module imports only the standard library and light mlip modules; each command
+imports what it needs when it runs, so ``--help`` and argument errors come back without loading
+torch_geometric, e3nn or the model.
 
 This module and :mod:`mlip.train.demo` are entry points: applications above every layer, which
 may import :mod:`mlip.calculators` (the demo runs MD through the ASE calculator). The library
@@ -20,14 +25,31 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
+import signal
 import sys
+import textwrap
 from pathlib import Path
 
 from mlip.allocator import add_cli_flag, tune_from_cli
 
 from . import demo
+from .metrics import EFWT_TEXT
 
 __all__ = ["main", "build_parser"]
+
+_MAIN_EPILOG = """\
+commands:
+  mlip-train fit CONFIG.yaml [key=value ...] [--resume | --overwrite]
+  mlip-train eval MODEL DATA [DATA ...] [--split val] [--out DIR] [--diagnostics]
+  mlip-train export CHECKPOINT -o MODEL [--overwrite]
+  mlip-train demo [--out runs/demo]
+
+Multi-process: torchrun --nproc_per_node N -m mlip.train fit CONFIG.yaml
+Bad input ends with `mlip-train: error: ...` and exit status 2. Results (metrics tables, files
+written) go to stdout; progress, notes and warnings to stderr.
+"""
 
 _FIT_EPILOG = """\
 CONFIG is a YAML file with the sections data, model, loss, optim, schedule, train, finetune and the key
@@ -38,17 +60,53 @@ data paths in a YAML file are relative to the file's folder.
 Overrides: dotted key=value pairs after CONFIG, values parsed as YAML, e.g.
   mlip-train fit cfg.yaml optim.lr=1e-3 model.tp_backend=grid train.max_steps=5000 out=runs/grid
 
-Outputs in `out`: config.yaml, metrics.csv (+ tensorboard/ when installed), checkpoints/last.pt
-and best.pt, model.pt (deployable), metrics.json, learning_curve.png, parity_<split>.png.
-A killed run continues with --resume (same CONFIG and overrides; only train.max_steps,
-train.max_minutes and other bookkeeping keys may change).
+E0s (model.e0s): null or least_squares (fit on the training split), isolated (energies of the
+isolated atoms in the data: one-atom, non-periodic structures such as MACE's
+config_type=IsolatedAtom frames), average (one energy per atom for every element), or a
+mapping {symbol: eV}.
+
+Time budget: with train.max_minutes the run stops when the time is spent or at train.max_steps,
+whichever comes first, and a cosine schedule decays over that same budget.
+
+Outputs in `out`: config.yaml, metrics.csv, checkpoints/last.pt and best.pt, model.pt
+(deployable: the EMA weights of the best validation), metrics.json, learning_curve.png,
+parity_<split>.png. TensorBoard logs (tensorboard/) are written only when the tensorboard
+package is installed (pip install 'mlip[tensorboard]'); metrics.csv holds the same numbers.
+
+Stopping: Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes a checkpoint of it,
+prints the command that continues the run and exits with status 130 or 143. A killed run
+continues with --resume (same CONFIG and overrides; only train.max_steps, train.max_minutes
+and other bookkeeping keys may change).
 """
+
+_EVAL_EPILOG = f"""\
+Columns of the table: energy MAE and RMSE per atom (meV/atom) and MAE per structure (meV),
+force-component MAE and RMSE (meV/Å), F cos (mean cosine between predicted and reference
+force of each atom), EFwT, stress MAE (meV/Å³; with --stress).
+{textwrap.fill(EFWT_TEXT + ".", 95)}
+
+--out DIR writes metrics.json, predictions_<split>.xyz (extxyz: every structure with
+REF_energy and MLIP_energy in eV, REF_forces and MLIP_forces in eV/Å, and with --stress
+REF_stress and MLIP_stress in eV/Å³) and parity_<split>.png (<split> is `all` without --split).
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Raw epilogs; ``(default: X)`` after an option's help unless the help names its default
+    already or there is none to name."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if ("default" in text or action.default in (None, False, argparse.SUPPRESS)
+                or action.option_strings == [] and action.nargs in ("*", "+", "?")):
+            return text
+        return text + " (default: %(default)s)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``mlip-train`` argument parser with its subcommands."""
     p = argparse.ArgumentParser(prog="mlip-train", description="Train, evaluate and export mlip potentials.",
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n")[1])
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_MAIN_EPILOG)
     sub = p.add_subparsers(dest="command", required=True, metavar="{fit,eval,export,demo}")
 
     f = sub.add_parser("fit", help="train a potential from a YAML config", description="Train a potential.",
@@ -60,19 +118,27 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--example", action="store_true", help="print the documented example config and exit")
     add_cli_flag(f)
 
-    e = sub.add_parser("eval", help="metrics table and parity plots of a model on data",
-                       description="Evaluate a model (or a training checkpoint) on data.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    e = sub.add_parser("eval", help="metrics table, predictions and parity plots of a model on data",
+                       description="Evaluate a model (or a training checkpoint) on data.", epilog=_EVAL_EPILOG,
+                       formatter_class=_Formatter)
     e.add_argument("model", type=Path, help="model file (mlip.save / mlip-train export) or a training checkpoint")
     e.add_argument("data", nargs="+", help="HDF5 shards / shard directories, or extxyz files (converted and cached)")
-    e.add_argument("--split", default=None, help="split to evaluate (train, val, test); default: every structure")
+    e.add_argument("--split", default=None,
+                   help="split of the data to evaluate (those the data hold, e.g. train, val, test); "
+                   "default: every structure")
     e.add_argument("--batch-size", type=int, default=32, help="structures per batch")
-    e.add_argument("--out", type=Path, default=None, help="folder for metrics.json and parity_<name>.png")
+    e.add_argument("--out", type=Path, default=None,
+                   help="folder for metrics.json, predictions_<split>.xyz and parity_<split>.png")
     e.add_argument("--cache-dir", type=Path, default=None,
                    help="where converted extxyz files are cached (default: $MLIP_CACHE_DIR/converted, else the "
                    "user cache folder)")
     e.add_argument("--pbc", choices=("auto", "none", "all"), default="none",
                    help="periodicity of converted extxyz frames (none: molecules)")
+    e.add_argument("--energy-key", default=None,
+                   help="extxyz info key of the reference energy (default: searched: energy, Energy, REF_energy, "
+                   "free_energy)")
+    e.add_argument("--forces-key", default=None,
+                   help="extxyz per-atom key of the reference forces (default: searched: forces, REF_forces, force)")
     e.add_argument("--device", default="cpu", help="torch device")
     e.add_argument("--stress", action="store_true", help="also score stress (3D periodic data with stress)")
     e.add_argument("--diagnostics", action="store_true",
@@ -82,20 +148,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("export", help="write the deployable model file of a checkpoint",
                        description="Checkpoint -> model file read by mlip.load, MLIPCalculator, mlip-md and OpenMM.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Formatter)
     x.add_argument("checkpoint", type=Path, help="training checkpoint (checkpoints/last.pt or best.pt)")
     x.add_argument("-o", "--out", type=Path, default=None, help="model file to write (required)")
     x.add_argument("--output", dest="out", type=Path, help=argparse.SUPPRESS)  # the spelling before 0.2
+    x.add_argument("--overwrite", action="store_true", help="replace the model file if it exists")
     x.add_argument("--weights", choices=("ema", "raw"), default="ema",
                    help="ema: moving-average weights (if the run kept them); raw: the optimizer's weights")
 
     d = sub.add_parser("demo", help="train on the bundled rMD17 ethanol sample, report, then run MD",
                        description="The main job: a small model on 200 rMD17 ethanol frames (bundled), the "
                        "metrics table and plots, then a short NVE MD run with the trained model.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=_Formatter)
     d.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
     d.add_argument("--minutes", type=float, default=demo.MINUTES, help="training wall-clock budget")
-    d.add_argument("--steps", type=int, default=demo.STEPS, help="training steps (the cosine schedule spans them)")
+    d.add_argument("--steps", type=int, default=demo.STEPS,
+                   help="training steps (the cosine schedule spans the steps or the minutes, whichever ends first)")
     d.add_argument("--md-steps", type=int, default=demo.MD_STEPS, help="NVE MD steps (0.5 fs) with the trained model")
     d.add_argument("--threads", type=int, default=demo.THREADS,
                    help="torch CPU threads (1 is fastest for one small molecule)")
@@ -104,9 +172,16 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _resume_command(args) -> str:
+    """The command line that continues the run of ``mlip-train fit`` ``args``."""
+    words = ["mlip-train", "fit", str(args.config), *args.overrides, "--resume"]
+    if args.no_tune_allocator:
+        words.append("--no-tune-allocator")
+    return shlex.join(words)
+
+
 def _fit(args, parser) -> int:
     from .config import load_config
-    from .trainer import fit
 
     if args.example:
         print((Path(__file__).parent / "configs" / "ethanol.yaml").read_text())
@@ -116,41 +191,94 @@ def _fit(args, parser) -> int:
     if args.resume and args.overwrite:
         parser.error("fit: --resume and --overwrite exclude each other")
     cfg = load_config(args.config, args.overrides)
-    res = fit(cfg, resume=args.resume, overwrite=args.overwrite)
+    from .trainer import TrainingInterrupted, fit
+
+    def terminated(signum, frame):  # before and after the training loop, which handles it itself
+        raise TrainingInterrupted(signum)
+
+    signal.signal(signal.SIGTERM, terminated)
+    try:
+        res = fit(cfg, resume=args.resume, overwrite=args.overwrite)
+    except KeyboardInterrupt as exc:  # TrainingInterrupted too
+        signum = getattr(exc, "signum", signal.SIGINT)
+        if getattr(exc, "checkpoint", None) is not None:
+            what = str(exc)
+        elif (Path(cfg.out) / "checkpoints" / "last.pt").is_file():
+            what = f"interrupted by {signal.Signals(signum).name}; the last checkpoint is {cfg.out}/checkpoints/last.pt"
+        else:
+            print(f"mlip-train: interrupted by {signal.Signals(signum).name} before a checkpoint was written; "
+                  "nothing to resume", file=sys.stderr)
+            return 128 + signum
+        print(f"mlip-train: {what}; continue with: {_resume_command(args)}", file=sys.stderr)
+        return 128 + signum
     if res.model_path is not None:
-        print(f"model: {res.model_path} (step {res.step}{', stopped early' if res.stopped_early else ''}); "
-              f"run folder {res.out}")
+        print(f"model: {res.model_path} ({res.model_weights}, step {res.model_step}); run folder {res.out}")
     return 0
 
 
+def _load_model(path: Path, device: str):
+    """A model file or the model of a training checkpoint (chosen by the file's format)."""
+    from mlip.io import from_payload, read_plain_file
+
+    from .checkpoint import FORMAT as CHECKPOINT_FORMAT
+    from .export import model_from_checkpoint
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such model file or checkpoint")
+    payload = read_plain_file(path, unreadable="not a readable mlip model file or training checkpoint")
+    if isinstance(payload, dict) and payload.get("format") == CHECKPOINT_FORMAT:
+        del payload
+        return model_from_checkpoint(path).to(device)
+    return from_payload(payload, source=str(path)).to(device)
+
+
+def _check_split(paths, split: str | None) -> None:
+    """Refuse a ``--split`` the data do not hold, naming the splits they do hold."""
+    from mlip.datasets import ShardReader
+    from mlip.errors import ConfigError
+
+    if split is None:
+        return
+    held = []
+    for p in paths:
+        reader = ShardReader(p)
+        held.append(set(reader.splits))
+        reader.close()
+    if all(split in h for h in held):
+        return
+    common = sorted(set.intersection(*held)) if held else []
+    if common:
+        raise ConfigError(f"--split {split!r}: the data hold no such split; their splits are "
+                          f"{', '.join(common)} (or leave out --split for every structure)")
+    raise ConfigError(f"--split {split!r}: the data hold no splits; leave out --split to evaluate every structure")
+
+
 def _eval(args) -> int:
-    import mlip
     from mlip.atomic import atomic_write_text
 
     from . import plots
     from .data import resolve_dataset
-    from .evaluate import evaluate_dataset, format_table
-    from .export import model_from_checkpoint
+    from .evaluate import evaluate_dataset, format_table, write_predictions
 
-    try:
-        model = mlip.load(args.model, device=args.device)
-    except ValueError:
-        model = model_from_checkpoint(args.model).to(args.device)  # a checkpoint, or a clear error
+    model = _load_model(args.model, args.device)
     if args.cache_dir is None:
         args.cache_dir = _cache_root() / "converted"
-    paths = resolve_dataset(list(args.data), cache_dir=args.cache_dir, pbc=args.pbc, split_fractions=(0.9, 0.1, 0.0))
+    paths = resolve_dataset(list(args.data), cache_dir=args.cache_dir, pbc=args.pbc, energy_key=args.energy_key,
+                            forces_key=args.forces_key, split_fractions=(0.9, 0.1, 0.0), options_from="cli")
+    _check_split(paths, args.split)
     metrics, pred = evaluate_dataset(model, paths, args.split, batch_size=args.batch_size, device=args.device,
-                                     use_stress=args.stress)
+                                     use_stress=args.stress or None)
     name = args.split or "all"
-    print(format_table({name: metrics}))
+    print(format_table({name: metrics}, note=True))
     if args.out is not None:
-        wrote = [atomic_write_text(args.out / "metrics.json", json.dumps({name: metrics}, indent=2))]
+        wrote = [atomic_write_text(args.out / "metrics.json", json.dumps({name: metrics}, indent=2)),
+                 write_predictions(pred, args.out / f"predictions_{name}.xyz")]
         missing = plots.unavailable()
         if missing:
             print(f"mlip-train eval: {missing}", file=sys.stderr)
         else:
             wrote.append(plots.parity_plots(pred, args.out / f"parity_{name}.png", title=name))
-        print(f"wrote {' and '.join(map(str, wrote))}")
+        print(f"wrote {', '.join(map(str, wrote))}")
     if args.diagnostics:
         from .diagnostics import (
             format_diagnostics,
@@ -167,10 +295,13 @@ def _eval(args) -> int:
 
 
 def _cache_root() -> Path:
-    """The user cache folder of mlip (:func:`mlip.paths.cache_dir`)."""
-    from mlip.paths import cache_dir
+    """The user cache folder of mlip: ``$MLIP_CACHE_DIR``, else the platform's user cache dir."""
+    root = os.environ.get("MLIP_CACHE_DIR")
+    if root is None:
+        import platformdirs
 
-    return cache_dir()
+        root = platformdirs.user_cache_dir("mlip")
+    return Path(root)
 
 
 def _export(args, parser) -> int:
@@ -178,13 +309,14 @@ def _export(args, parser) -> int:
 
     if args.out is None:
         parser.error("export: -o/--out MODEL is required")
-    path = export_checkpoint(args.checkpoint, args.out, weights=args.weights)
+    path = export_checkpoint(args.checkpoint, args.out, weights=args.weights, overwrite=args.overwrite)
     print(f"wrote {path}")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``mlip-train``; returns the exit status (2 for bad input)."""
+    """Entry point of ``mlip-train``; returns the exit status (2 for bad input, 128 + the signal
+    number for a run stopped by SIGINT or SIGTERM)."""
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["descriptors"]:
@@ -207,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             return _export(args, parser)
         demo.run_demo(args.out, minutes=args.minutes, steps=args.steps, md_steps=args.md_steps, threads=args.threads,
-                 overrides=args.overrides)
+                      overrides=args.overrides)
         return 0
     except (ValueError, FileNotFoundError) as exc:
         print(f"mlip-train: error: {exc}", file=sys.stderr)

@@ -27,7 +27,7 @@ from mlip.config import FROM_DATA, PotentialConfig
 from mlip.errors import ConfigError
 
 __all__ = [
-    "ConfigError", "DataConfig", "model_config", "LossConfig", "OptimConfig", "ScheduleConfig",
+    "ConfigError", "DataConfig", "E0S_CHOICES", "model_config", "LossConfig", "OptimConfig", "ScheduleConfig",
     "TrainConfig", "FinetuneConfig", "Config", "load_config", "config_from_dict", "apply_overrides", "config_to_dict",
 ]
 
@@ -74,11 +74,22 @@ class DataConfig:
     cache_graphs: bool = False
 
 
+#: How a training run may set the reference energies ``model.e0s`` besides a mapping
+#: ``{symbol: eV}``: ``null`` or ``least_squares`` (fit ``E_s ~ sum_i E0[z_i]`` on the training
+#: split, the minimum-norm solution when compositions do not determine it), ``isolated`` (the
+#: energies of isolated atoms in the training data: structures of one atom with no periodic
+#: direction, e.g. MACE's ``config_type=IsolatedAtom`` frames), ``average`` (one energy per atom
+#: for every element: the least-squares ``e`` of ``E_s ~ e * N_s``, i.e. the mean energy per atom
+#: when all structures have the same size; MACE's ``E0s="average"`` is the least-squares fit).
+E0S_CHOICES = ("least_squares", "isolated", "average")
+
+
 def model_config(**fields) -> PotentialConfig:
-    """The ``model`` section: a :class:`mlip.PotentialConfig` whose :data:`~mlip.config.FROM_DATA`
-    fields (``elements``, ``e0s``, ``avg_num_neighbors``) default to ``None``, so that a run takes
-    them from its training data (the elements present, E0s fitted by least squares on the training
-    split, the mean neighbour count within ``r_max``); every other field keeps its
+    """The ``model`` section: a :class:`mlip.PotentialConfig` whose
+    :data:`~mlip.config.FROM_DATA` fields (``elements``, ``e0s``, ``avg_num_neighbors``) default to
+    ``None``, so that a run takes them from its training data (the elements present, E0s as
+    ``e0s`` says - :data:`E0S_CHOICES`, ``None``: least squares on the training split - and the
+    mean neighbour count within ``r_max``); every other field keeps its
     :class:`~mlip.PotentialConfig` default. ``fields`` set any of them."""
     return PotentialConfig(**{**dict.fromkeys(FROM_DATA), **fields})
 
@@ -125,10 +136,17 @@ class ScheduleConfig:
     """Learning-rate schedule: linear warm-up, then ``cosine`` decay, ``plateau`` or ``constant``.
 
     Attributes:
-        kind: ``cosine`` (to ``min_lr_factor * lr`` at ``train.max_steps``), ``plateau``
+        kind: ``cosine`` (to ``min_lr_factor * lr`` at the end of the run), ``plateau``
             (multiply by ``plateau_factor`` after ``plateau_patience`` validations without
             improvement) or ``constant``.
         warmup_steps: steps of linear warm-up from ``lr / warmup_steps``.
+
+    The cosine follows whichever budget of the run ends first: its progress after warm-up is the
+    larger of the fraction of ``train.max_steps`` done and, when ``train.max_minutes`` is set, the
+    fraction of that time spent (``elapsed / max_minutes``, by ``train.clock``; measured once per
+    step on rank 0, stored in checkpoints, so a resumed run continues the same curve). A run that
+    stops on its time budget has therefore decayed to ``min_lr_factor * lr``, not stayed at the
+    peak. ``plateau`` and ``constant`` ignore the time budget.
     """
 
     kind: Literal["cosine", "plateau", "constant"] = "cosine"
@@ -145,7 +163,8 @@ class TrainConfig:
     Attributes:
         max_steps: optimizer steps in total.
         max_minutes: stop (with a checkpoint) after this much training time (``None``: no limit),
-            measured by ``clock``.
+            measured by ``clock``. The run says why it stopped, and a cosine schedule spans
+            this budget when it ends before ``max_steps`` (see :class:`ScheduleConfig`).
         clock: what ``max_minutes`` (and the ``elapsed_s`` of checkpoints) counts: ``wall``
             (wall-clock seconds) or ``cpu`` (CPU seconds of this process, all its threads;
             for equal-compute comparisons on a shared machine).
@@ -273,6 +292,10 @@ def _convert(value, tp, key: str):
         options = [a for a in args if a is not type(None)]
         if len(options) == 1:  # Optional[X]: X's own error is the most precise
             return _convert(value, options[0], key)
+        for a in options:  # a mapping or list for the mapping or list option: its own error is the most precise
+            if (typing.get_origin(a), isinstance(value, dict), isinstance(value, (list, tuple))) in (
+                    (dict, True, False), (list, False, True)):
+                return _convert(value, a, key)
         for a in options:
             try:
                 return _convert(value, a, key)
@@ -398,7 +421,10 @@ def load_config(path=None, overrides: list[str] | None = None) -> Config:
     if path is not None:
         path = Path(path)
         try:
-            d = yaml.safe_load(path.read_text()) or {}
+            d = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not a YAML config but a binary file (data such as HDF5 or extxyz goes in "
+                              "data.train of a config; see mlip-train fit --example)") from None
         except (OSError, yaml.YAMLError) as exc:
             raise ConfigError(f"{path}: cannot read config ({exc})") from None
         if not isinstance(d, dict):
@@ -431,6 +457,9 @@ def _check(cfg: Config) -> None:
             raise ConfigError(f"{key}: expected {what}, got {_get(cfg, key)!r}")
 
     t, o, s, l, dt = cfg.train, cfg.optim, cfg.schedule, cfg.loss, cfg.data
+    e0s = cfg.model.e0s
+    need(not isinstance(e0s, str) or e0s in E0S_CHOICES, "model.e0s",
+         f"null, one of {', '.join(map(repr, E0S_CHOICES))} or a mapping {{symbol: eV}}")
     need(t.max_steps >= 1, "train.max_steps", "an integer >= 1")
     need(t.batch_size >= 1, "train.batch_size", "an integer >= 1")
     need(t.val_batch_size >= 1, "train.val_batch_size", "an integer >= 1")

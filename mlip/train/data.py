@@ -4,8 +4,9 @@
   is converted once into ``cache_dir`` (keyed by its path, size, modification time and the
   conversion options), so later runs reuse it.
 * :func:`scan` (:func:`mlip.datasets.composition_stats`) reads the atomic numbers and
-  energies of a split from the shards (no graphs): elements present, and :func:`fit_e0s`
-  the per-element least-squares reference energies E0.
+  energies of a split from the shards (no graphs): elements present, and the reference
+  energies E0 of :func:`compute_e0s` (least squares :func:`fit_e0s`, :func:`average_e0s`, or
+  :func:`isolated_e0s` from isolated atoms in the data).
 * :class:`GraphTransform` turns a dataset sample into a model graph with its targets.
 * :class:`BatchStream` is the training stream: deterministic in ``(seed, epoch)``, sharded
   over ranks, with a position ``(epoch, batch)`` that a checkpoint stores and a resumed run
@@ -29,7 +30,8 @@ from mlip.datasets.sources.extxyz import FORCE_KEYS, is_xyz
 from mlip.errors import DataError
 from mlip.graph import build_graph
 
-__all__ = ["DataError", "resolve_dataset", "scan", "fit_e0s", "GraphTransform", "BatchStream", "iterate_batches",
+__all__ = ["DataError", "resolve_dataset", "scan", "fit_e0s", "average_e0s", "isolated_e0s", "compute_e0s",
+           "GraphTransform", "BatchStream", "iterate_batches",
            "TARGET_KEYS"]
 
 #: Keys that :class:`GraphTransform` adds to a graph: reference energy [1] eV, forces [N, 3]
@@ -63,15 +65,30 @@ def _check_xyz_forces(path: Path, forces_key: str | None) -> None:
             "the HDF5 schema stores them: give data with forces, or set data.forces_key")
 
 
+#: How the extxyz key options are named where the data are given: in a training config, or as
+#: flags of ``mlip-train eval`` (the converters' messages use the flag names of ``mlip-data``).
+_KEY_OPTION_NAMES = {"config": {"--energy-key": "data.energy_key", "--forces-key": "data.forces_key"},
+                     "cli": {}}
+
+
+def _renamed_options(exc: Exception, where: str) -> str:
+    text = str(exc)
+    for flag, name in _KEY_OPTION_NAMES[where].items():
+        text = text.replace(f"set {flag}", f"set {name} in the config").replace(flag, name)
+    return text
+
+
 def resolve_dataset(paths: list[str], *, cache_dir: Path, pbc: str = "none", energy_key: str | None = None,
                     forces_key: str | None = None, split_fractions=(0.9, 0.1, 0.0), split_seed: int = 0,
-                    convert_allowed: bool = True, progress: bool = False) -> list[Path]:
+                    convert_allowed: bool = True, progress: bool = False, options_from: str = "config") -> list[Path]:
     """HDF5 shard paths for ``paths``; extxyz files are converted once into ``cache_dir``.
 
     Args:
         paths: shards, shard directories / manifests, or extxyz files.
         convert_allowed: ``False`` on ranks other than 0 (they wait for rank 0's conversion
             and then find the cached file).
+        options_from: ``"config"`` (a training config: messages name ``data.energy_key``) or
+            ``"cli"`` (``--energy-key`` flags).
 
     Raises:
         DataError: a missing path, an extxyz file without forces, a failed conversion.
@@ -98,7 +115,7 @@ def resolve_dataset(paths: list[str], *, cache_dir: Path, pbc: str = "none", ene
             except FileExistsError:  # converted meanwhile by another process
                 pass
             except ValueError as exc:
-                raise DataError(p, "", f"cannot convert to HDF5: {exc}") from None
+                raise DataError(p, "", f"cannot convert to HDF5: {_renamed_options(exc, options_from)}") from None
         if not cached.exists():
             raise DataError(p, "", f"converted file {cached} is missing")
         out.append(cached)
@@ -124,6 +141,67 @@ def fit_e0s(stats: CompositionStats, elements: list[str]) -> dict[str, float]:
     a = stats.xtx[np.ix_(zs, zs)]
     e0 = np.linalg.lstsq(a, stats.xty[zs], rcond=None)[0]
     return {e: float(v) for e, v in zip(elements, e0)}
+
+
+def average_e0s(stats: CompositionStats, elements: list[str]) -> dict[str, float]:
+    """One reference energy per atom (eV) for every element: the ``e`` minimising
+    ``sum_s (E_s - e N_s)^2``, i.e. ``sum_s N_s E_s / sum_s N_s^2`` (the mean energy per atom
+    when every structure has the same size)."""
+    from ase.data import atomic_numbers
+
+    zs = [atomic_numbers[e] for e in elements]
+    e = float(stats.xty[zs].sum() / stats.xtx[np.ix_(zs, zs)].sum())
+    return dict.fromkeys(elements, e)
+
+
+def isolated_e0s(paths) -> dict[str, float]:
+    """Energies (eV) of the isolated atoms in HDF5 ``paths``, every split: structures of one atom
+    with no periodic direction (MACE's ``config_type=IsolatedAtom`` frames once converted; several
+    of one element are averaged). Returns ``{symbol: eV}`` of the elements found."""
+    from ase.data import chemical_symbols
+
+    from mlip.datasets import ShardReader, resolve_paths
+
+    found: dict[int, list[float]] = {}
+    for path in resolve_paths(paths):
+        reader = ShardReader(path)
+        try:
+            for b in reader.iter_blocks(("atomic_numbers", "energy", "pbc")):
+                sizes = np.diff(b.offsets)
+                for i in np.flatnonzero((sizes == 1) & ~b.arrays["pbc"].any(axis=1)):
+                    found.setdefault(int(b.arrays["atomic_numbers"][b.offsets[i]]), []).append(
+                        float(b.arrays["energy"][i]))
+        finally:
+            reader.close()
+    return {chemical_symbols[z]: float(np.mean(v)) for z, v in sorted(found.items())}
+
+
+def compute_e0s(how, stats: CompositionStats, elements: list[str], paths) -> dict[str, float]:
+    """The E0s a training run uses (``model.e0s``: :data:`~mlip.train.config.E0S_CHOICES`, ``None``
+    or a mapping), for ``elements`` from the training split's ``stats`` and the training ``paths``.
+
+    Raises:
+        ConfigError: a mapping or the isolated atoms of the data lack some of ``elements``.
+    """
+    from mlip.errors import ConfigError
+
+    if isinstance(how, dict):
+        lacking = sorted(set(elements) - set(how))
+        if lacking:
+            raise ConfigError(f"model.e0s: no reference energy for {lacking}; give all of {elements} "
+                              "or null to fit them")
+        return dict(how)
+    if how == "average":
+        return average_e0s(stats, elements)
+    if how == "isolated":
+        e0s = isolated_e0s(paths)
+        lacking = [e for e in elements if e not in e0s]
+        if lacking:
+            raise ConfigError(f"model.e0s: 'isolated': the training data hold no isolated atom of {lacking} (a "
+                              "structure of one atom with no periodic direction, e.g. an extxyz frame with "
+                              "config_type=IsolatedAtom); add them, give a mapping, or use least_squares")
+        return {e: e0s[e] for e in elements}
+    return fit_e0s(stats, elements)
 
 
 # -- graphs ---------------------------------------------------------------------------------

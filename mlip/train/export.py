@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlip
-from mlip.errors import CheckpointError
+from mlip.errors import CheckpointError, OutputExistsError
 
 from .checkpoint import load_checkpoint
 
@@ -35,13 +35,23 @@ def model_from_checkpoint(path, *, weights: str = "ema") -> mlip.Potential:
     return model.eval()
 
 
-def export_checkpoint(path, out, *, weights: str = "ema") -> Path:
+def export_checkpoint(path, out, *, weights: str = "ema", overwrite: bool = False) -> Path:
     """Write the model of checkpoint ``path`` to ``out`` with :func:`mlip.save` (atomically).
 
-    The file's metadata ``extra`` records the source checkpoint, its step and validation metrics.
+    The file's metadata ``extra`` records the source checkpoint, its step, which weights
+    (``ema`` or ``raw``; ``raw`` when the run kept no moving average) and validation metrics.
+
+    Raises:
+        CheckpointError: ``path`` is not a usable training checkpoint.
+        OutputExistsError: ``out`` exists and ``overwrite`` is false (checked after the checkpoint).
     """
     ck = load_checkpoint(path)
+    if Path(out).exists() and not overwrite:
+        raise OutputExistsError(f"{out} already exists; it is replaced only with --overwrite (overwrite=True), "
+                                "or choose another -o")
     model = model_from_checkpoint(path, weights=weights)
+    if weights == "ema" and not ck.get("ema"):
+        weights = "raw"
     extra = {"checkpoint": str(Path(path)), "step": int(ck["step"]), "weights": weights,
              "val_metrics": {k: float(v) for k, v in (ck.get("metrics") or {}).items()}}
     return mlip.save(model, out, extra=extra)

@@ -1,10 +1,13 @@
-"""Metrics logs of a run: ``metrics.csv`` (always) and TensorBoard (when installed)."""
+"""Metrics logs of a run: ``metrics.csv`` (always) and TensorBoard (when installed).
+
+TensorBoard is optional (``pip install 'mlip[tensorboard]'``); without it the run writes
+``metrics.csv`` only and says nothing (``mlip-train fit --help`` and the README say so once).
+"""
 
 from __future__ import annotations
 
 import csv
 import math
-import sys
 from pathlib import Path
 
 from mlip.atomic import atomic_open
@@ -12,13 +15,13 @@ from mlip.atomic import atomic_open
 __all__ = ["COLUMNS", "MetricsLog", "read_metrics"]
 
 #: Columns of ``metrics.csv``. ``split`` is ``train`` (running means since the last row) or
-#: ``val``; energies in meV/atom, forces in meV/Å, stress in meV/Å^3, ``efwt`` a fraction;
+#: ``val``; energies in meV/atom (``energy_total_*``: meV per structure), forces in meV/Å, stress in
+#: meV/Å^3, ``efwt`` a fraction (:data:`mlip.train.metrics.EFWT_TEXT`);
 #: ``orthoreg``: mean OrthoReg penalty ``R`` of the train steps (only with ``finetune.orthoreg_weight > 0``;
 #: ``loss`` then includes ``orthoreg_weight * R``).
-COLUMNS = ("step", "epoch", "elapsed_s", "split", "lr", "loss", "energy_mae", "energy_rmse", "forces_mae",
-           "forces_rmse", "forces_cos", "efwt", "stress_mae", "orthoreg", "structures_per_s")
-
-_TB_WARNED = False
+COLUMNS = ("step", "epoch", "elapsed_s", "split", "lr", "loss", "energy_mae", "energy_rmse", "energy_total_mae",
+           "energy_total_rmse", "forces_mae", "forces_rmse", "forces_cos", "efwt", "stress_mae", "orthoreg",
+           "structures_per_s")
 
 
 class MetricsLog:
@@ -61,15 +64,10 @@ class MetricsLog:
 
 
 def _tensorboard(folder: Path):
-    global _TB_WARNED
     try:
         import tensorboard  # noqa: F401
         from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        if not _TB_WARNED:
-            print("mlip-train: tensorboard is not installed (pip install 'mlip[tensorboard]'); "
-                  "metrics go to metrics.csv only", file=sys.stderr)
-            _TB_WARNED = True
+    except ImportError:  # optional: metrics.csv holds everything
         return None
     return SummaryWriter(str(folder))
 

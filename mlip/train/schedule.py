@@ -15,6 +15,10 @@ class LRSchedule:
         base_lr: the peak learning rate.
         cfg: a :class:`~mlip.train.config.ScheduleConfig`.
         max_steps: the step count the cosine decays over.
+
+    With a time budget, the trainer reports the fraction of it spent after each step
+    (:meth:`set_time_fraction`); the cosine then follows whichever of steps and time ends first
+    (see :class:`~mlip.train.config.ScheduleConfig`).
     """
 
     def __init__(self, optimizer, base_lr: float, cfg, max_steps: int):
@@ -26,6 +30,7 @@ class LRSchedule:
         self.scale = 1.0  # plateau reductions
         self.best = math.inf
         self.bad = 0
+        self.time_fraction = 0.0  # of train.max_minutes spent (0 without a time budget)
         self._apply()
 
     def lr(self) -> float:
@@ -34,7 +39,7 @@ class LRSchedule:
         warm = min(1.0, (t + 1) / c.warmup_steps) if c.warmup_steps else 1.0
         if c.kind == "cosine" and t >= c.warmup_steps:
             span = max(1, self.max_steps - c.warmup_steps)
-            frac = min(1.0, (t - c.warmup_steps) / span)
+            frac = min(1.0, max((t - c.warmup_steps) / span, self.time_fraction))
             decay = c.min_lr_factor + (1 - c.min_lr_factor) * 0.5 * (1 + math.cos(math.pi * frac))
         else:
             decay = 1.0
@@ -48,6 +53,12 @@ class LRSchedule:
     def step(self) -> None:
         """Advance one optimizer step."""
         self.step_count += 1
+        self._apply()
+
+    def set_time_fraction(self, fraction: float) -> None:
+        """The fraction of the time budget spent so far (the same number on every process);
+        sets the learning rate of the next step."""
+        self.time_fraction = min(1.0, max(0.0, float(fraction)))
         self._apply()
 
     def observe(self, val_loss: float) -> None:
@@ -64,9 +75,9 @@ class LRSchedule:
         self._apply()
 
     def state_dict(self) -> dict:
-        """Step, plateau scale and plateau bookkeeping."""
+        """Step, time fraction, plateau scale and plateau bookkeeping."""
         return {"step_count": self.step_count, "scale": self.scale, "best": self.best, "bad": self.bad,
-                "max_steps": self.max_steps}
+                "max_steps": self.max_steps, "time_fraction": self.time_fraction}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore :meth:`state_dict` (the ``max_steps`` of this run is kept)."""
@@ -74,4 +85,5 @@ class LRSchedule:
         self.scale = float(state["scale"])
         self.best = float(state["best"])
         self.bad = int(state["bad"])
+        self.time_fraction = float(state.get("time_fraction", 0.0))  # absent before time budgets counted
         self._apply()

@@ -11,7 +11,22 @@
     metrics.json             final metrics per split; learning_curve.png, parity_<split>.png
     data_cache/              extxyz files converted to HDF5
 
-Only rank 0 writes files; every rank reads the checkpoint when resuming.
+Only rank 0 writes files; every rank reads the checkpoint when resuming. ``last.pt`` is written
+before ``best.pt``; a run resumed after a crash between the two copies ``last.pt`` to ``best.pt``
+when ``last.pt`` is the best state, and temporaries of killed writers are removed.
+
+Stopping: the run ends at ``train.max_steps``, at its time budget ``train.max_minutes``, by early
+stopping (``train.patience``) or on SIGINT / SIGTERM; it says which on stderr. On a signal it
+finishes the step, writes a checkpoint of that step and raises :class:`TrainingInterrupted`
+(``mlip-train`` prints the ``--resume`` command and exits with 128 + the signal number). A second
+Ctrl-C stops at once.
+
+Output: the final metrics table goes to stdout (results), the progress bar, notes and warnings
+to stderr.
+
+Test-only fault injection: ``MLIP_TEST_KILL_AT=<point>[@<step>]`` makes the process SIGKILL
+itself at ``point`` on the first step >= ``step``; the one point is ``checkpoint:after-last``
+(``last.pt`` written, ``best.pt`` not yet). Tests use it to check what a crash leaves behind.
 """
 
 from __future__ import annotations
@@ -20,8 +35,11 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +48,7 @@ import torch
 import yaml
 
 import mlip
-from mlip.atomic import atomic_path, atomic_write_text
+from mlip.atomic import atomic_path, atomic_write_text, remove_stale_temporaries
 from mlip.errors import CheckpointError, ConfigError, DataError, OutputExistsError
 from mlip.kernels import set_engine
 
@@ -38,25 +56,60 @@ from . import distributed as D
 from . import plots
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import Config, config_from_dict, config_to_dict
-from .data import BatchStream, GraphTransform, fit_e0s, iterate_batches, resolve_dataset, scan
+from .data import BatchStream, GraphTransform, compute_e0s, iterate_batches, resolve_dataset, scan
 from .ema import EMA
 from .evaluate import format_table, validation_metrics
 from .logger import MetricsLog, read_metrics
 from .metrics import MetricSums, loss_terms
 from .schedule import LRSchedule
 
-__all__ = ["fit", "FitResult"]
+__all__ = ["fit", "FitResult", "TrainingInterrupted"]
 
 
 @dataclass
 class FitResult:
-    """What :func:`fit` returns: the run folder, steps done, final metrics per split, model file."""
+    """What :func:`fit` returns: the run folder, steps done, final metrics per split, model file.
+
+    ``model_weights`` says which weights ``model_path`` holds (e.g. ``"best EMA weights"``) and
+    ``model_step`` their step; ``stop_reason`` why training ended.
+    """
 
     out: Path
     step: int
     metrics: dict
     model_path: Path | None
     stopped_early: bool
+    stop_reason: str = ""
+    model_step: int | None = None
+    model_weights: str = ""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM ended a training run; a ``KeyboardInterrupt``, so code that stops on
+    Ctrl-C still does.
+
+    Attributes:
+        signum: the signal number.
+        step: the last step done (``None``: before training began).
+        checkpoint: the checkpoint of that step (``None``: none was written).
+    """
+
+    def __init__(self, signum: int, step: int | None = None, checkpoint: Path | None = None):
+        self.signum, self.step, self.checkpoint = int(signum), step, checkpoint
+        name = signal.Signals(self.signum).name
+        where = (f" after step {step}; checkpoint {checkpoint}" if checkpoint is not None
+                 else " before a checkpoint was written")
+        super().__init__(f"interrupted by {name}{where}")
+
+
+def _test_kill_point(point: str, step: int) -> None:
+    """Test-only fault injection (see the module docstring): SIGKILL at ``point`` when
+    ``MLIP_TEST_KILL_AT`` names it."""
+    spec = os.environ.get("MLIP_TEST_KILL_AT")
+    if spec:
+        name, _, at = spec.partition("@")
+        if name == point and step >= int(at or 0):
+            os.kill(os.getpid(), signal.SIGKILL)
 
 
 # Config keys a resumed run may change (everything else must match the checkpoint).
@@ -219,20 +272,18 @@ class Trainer:
         unknown = sorted(set(data_elements) - set(elements))
         if unknown:
             raise ConfigError(f"model.elements: the training data holds {unknown}, not in {elements}")
-        if c.model.e0s is not None:
-            lacking = sorted(set(elements) - set(c.model.e0s))
-            if lacking:
-                raise ConfigError(f"model.e0s: no reference energy for {lacking}; give all of {elements} "
-                                  "or null to fit them")
-            e0s = dict(c.model.e0s)
+        if isinstance(c.model.e0s, dict):
+            e0s = compute_e0s(c.model.e0s, self.train_stats, elements, self.train_paths)
         else:
-            e0s = fit_e0s(self.train_stats, [e for e in elements if e in data_elements])
+            e0s = compute_e0s(c.model.e0s, self.train_stats, [e for e in elements if e in data_elements],
+                              self.train_paths)
         avg = c.model.avg_num_neighbors
         if avg is None:
             avg = D.broadcast_object(_avg_num_neighbors(self.train_paths, c.data.train_split, c.model.r_max)
                                      if self.info.is_main else None, self.info)
-        try:
-            return dataclasses.replace(c.model, elements=elements, e0s=e0s, avg_num_neighbors=avg)
+        fields = {f.name: getattr(c.model, f.name) for f in dataclasses.fields(mlip.PotentialConfig)}
+        try:  # a plain PotentialConfig (the model section may name how E0s are computed)
+            return mlip.PotentialConfig(**{**fields, "elements": elements, "e0s": e0s, "avg_num_neighbors": avg})
         except ConfigError as exc:
             raise ConfigError(f"model.{exc}") from None
 
@@ -280,7 +331,8 @@ class Trainer:
                 self.ema.load_state_dict(ck["ema"])
             self.stream.load_state_dict(ck["data"][self.info.rank])
             set_rng_state(ck["rng"])
-            self.train_sums.tensor.copy_(ck["train_sums"])
+            sums = ck["train_sums"]  # a checkpoint from before sums were added holds fewer
+            self.train_sums.tensor[:len(sums)].copy_(sums)
             if ck.get("orthoreg_sums") is not None:
                 self.orthoreg_sums.copy_(ck["orthoreg_sums"])
         except (RuntimeError, KeyError, TypeError, ValueError) as exc:
@@ -295,9 +347,35 @@ class Trainer:
         if not self.info.is_main:
             return
         self.out.mkdir(parents=True, exist_ok=True)
+        for folder in (self.out, self.ckpt_dir):  # what writers killed mid-write left behind
+            remove_stale_temporaries(folder)
         if self.ckpt is None:
+            for old in ("last.pt", "best.pt"):  # --overwrite: nothing of the earlier run is resumed or exported
+                with contextlib.suppress(FileNotFoundError):
+                    (self.ckpt_dir / old).unlink()
             atomic_write_text(self.out / "config.yaml", yaml.safe_dump(config_to_dict(self.cfg), sort_keys=False))
+        else:
+            self._repair_best()
         self.log = MetricsLog(self.out, resume_step=self.step if self.ckpt is not None else None)
+
+    def _repair_best(self) -> None:
+        """Make ``best.pt`` the state the checkpoint names as best: after a crash between writing
+        ``last.pt`` and ``best.pt``, ``last.pt`` is that state."""
+        best, want = self.ckpt_dir / "best.pt", int(self.best["step"])
+        if want < 0:
+            return
+        try:
+            have = load_step(best) if best.exists() else None
+        except CheckpointError:
+            have = None
+        if have == want:
+            return
+        if want == self.step:
+            with atomic_path(best) as tmp:
+                shutil.copyfile(self.ckpt_dir / "last.pt", tmp)
+        else:
+            print(f"mlip-train: {best} holds step {have}, but the run's best validation was at step {want}; "
+                  "keeping it", file=sys.stderr)
 
     # -- one step ----------------------------------------------------------------------
     def train_step(self, batch) -> None:
@@ -404,15 +482,46 @@ class Trainer:
         }
         last = save_checkpoint(payload, self.ckpt_dir / "last.pt")
         if best:
+            _test_kill_point("checkpoint:after-last", self.step)
             with atomic_path(self.ckpt_dir / "best.pt") as tmp:
                 shutil.copyfile(last, tmp)
 
-    def _stop_now(self) -> bool:
-        limit = self.cfg.train.max_minutes
-        flag = torch.tensor([float(self.stopped_early or (limit is not None and self.elapsed() >= 60 * limit))])
+    def _poll(self) -> str | None:
+        """Why the run stops after this step (``None``: it goes on); also gives the schedule the
+        fraction of the time budget spent. One collective: the same answer on every process
+        (rank 0's clock, a signal that reached any process)."""
+        c = self.cfg.train
+        frac = self.elapsed() / (60 * c.max_minutes) if c.max_minutes and self.info.is_main else 0.0
+        flags = torch.tensor([float(self.stopped_early), frac, float(self._signal or 0)], dtype=torch.float64,
+                             device=self.info.device)
         if self.info.active:
-            torch.distributed.broadcast(flag, src=0)
-        return bool(flag.item())
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        early, frac, signum = flags.tolist()
+        if c.max_minutes:
+            self.schedule.set_time_fraction(frac)
+        if signum:
+            self._signal = int(signum)
+            return f"interrupted by {signal.Signals(self._signal).name}"
+        if early:
+            return (f"early stopping: {self.best['bad']} validations without improvement "
+                    f"(train.patience={c.patience}; best at step {self.best['step']})")
+        if frac >= 1.0:
+            return (f"time budget train.max_minutes={c.max_minutes:g} reached ({frac * c.max_minutes:.2f} min of "
+                    f"{c.clock} time)")
+        if self.step >= c.max_steps:
+            return f"train.max_steps={c.max_steps} reached"
+        return None
+
+    def _on_signal(self, signum, frame) -> None:
+        if self._signal is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now
+        self._signal = signum
+
+    def _catch_signals(self) -> dict:
+        """Handle SIGINT and SIGTERM by stopping after the current step; returns the old handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
 
     # -- the loop ------------------------------------------------------------------------
     def run(self, stop_at_step: int | None = None) -> FitResult:
@@ -425,6 +534,8 @@ class Trainer:
 
         c = self.cfg.train
         self.t0 = self._clock()
+        self._signal, reason = None, None
+        old_handlers = self._catch_signals()
         bar = tqdm(total=c.max_steps, initial=self.step, disable=not (c.progress and self.info.is_main),
                    unit="step", desc="train", dynamic_ncols=True, file=sys.stderr)
         t_rate, n_rate = time.perf_counter(), 0
@@ -450,36 +561,49 @@ class Trainer:
                 if post:
                     bar.set_postfix(post, refresh=False)
                 preempt = stop_at_step is not None and self.step >= stop_at_step
-                stop = self._stop_now() or preempt
-                if improved or stop or self.step % c.checkpoint_every == 0 or self.step == c.max_steps:
+                reason = self._poll()
+                stop = reason is not None or preempt
+                if improved or stop or self.step % c.checkpoint_every == 0:
                     self.checkpoint(best=improved)
                 if stop:
                     break
         finally:
+            for s, handler in old_handlers.items():
+                signal.signal(s, handler)
             bar.close()
             if self.log is not None:
                 self.log.close()
-        if stop_at_step is not None and self.step >= stop_at_step and self.step < c.max_steps:
+        if self._signal is not None:
+            raise TrainingInterrupted(self._signal, self.step, self.ckpt_dir / "last.pt")
+        if reason is None and self.step >= c.max_steps:  # resumed at the end: the loop did not run
+            reason = f"train.max_steps={c.max_steps} reached"
+        if reason is None:  # stop_at_step: preempted on purpose, no final report
             return FitResult(self.out, self.step, {}, None, False)
-        return self.finish()
+        if self.info.is_main:
+            print(f"mlip-train: training stopped at step {self.step} of {c.max_steps}: {reason}", file=sys.stderr)
+        return self.finish(reason)
 
-    def finish(self) -> FitResult:
-        """Final metrics table, model export and plots (rank 0); leaves the process group."""
+    def finish(self, reason: str = "") -> FitResult:
+        """Final metrics table (stdout), model export and plots (rank 0); leaves the process group."""
         D.barrier(self.info)
-        metrics, model_path = {}, None
+        metrics, model_path, step, weights = {}, None, None, ""
         if self.info.is_main:
             from .export import export_checkpoint
 
             best = self.ckpt_dir / "best.pt"
             src = best if best.exists() else self.ckpt_dir / "last.pt"
-            model_path = export_checkpoint(src, self.out / "model.pt")
+            ck = load_checkpoint(src)
+            step = int(ck["step"])
+            weights = f"{'best' if src == best else 'last'} {'EMA ' if ck.get('ema') else ''}weights"
+            del ck
+            model_path = export_checkpoint(src, self.out / "model.pt", overwrite=True)
             model = set_engine(mlip.load(model_path, device=self.info.device), self.cfg.train.engine)
             metrics = self._final_metrics(model)
             atomic_write_text(self.out / "metrics.json", json.dumps(metrics, indent=2))
-            print(f"\nfinal metrics ({model_path}, weights of step {load_step(src)}):\n"
-                  + format_table(metrics), file=sys.stderr)
+            print(f"\nfinal metrics of {model_path} ({weights}, step {step}):\n" + format_table(metrics, note=True),
+                  flush=True)
         D.barrier(self.info)
-        return FitResult(self.out, self.step, metrics, model_path, self.stopped_early)
+        return FitResult(self.out, self.step, metrics, model_path, self.stopped_early, reason, step, weights)
 
     def _final_metrics(self, model) -> dict:
         from mlip.datasets import StreamingDataset

@@ -102,3 +102,47 @@ def test_payload_checks_version_and_state_dict(h, tmp_path):
 def test_a_potential_refuses_an_unresolved_config():
     with pytest.raises(ConfigError, match="elements.*not set"):
         mlip.Potential(mlip.PotentialConfig())
+
+
+def _code_running_file(path, marker):
+    """A torch file whose unpickling with weights_only=False would create ``marker``."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys, torch\n"
+            "class Evil:\n"
+            "    def __reduce__(self):\n"
+            "        return (os.system, ('touch ' + sys.argv[2],))\n"
+            "torch.save({'format': 'mlip.potential', 'payload': Evil()}, sys.argv[1])\n")
+    subprocess.run([sys.executable, "-c", code, str(path), str(marker)], check=True, timeout=300)
+
+
+def test_a_file_that_would_run_code_is_refused_and_says_so(tmp_path):
+    """Model files and checkpoints are untrusted: a pickle that calls a function is refused with a
+    message that says it would run code, never the advice to load it with weights_only=False."""
+    from mlip.train.checkpoint import load_checkpoint
+
+    evil, marker = tmp_path / "evil.pt", tmp_path / "ran"
+    _code_running_file(evil, marker)
+    for load in (mlip.load, load_checkpoint):
+        with pytest.raises(CheckpointError) as err:
+            load(evil)
+        msg = str(err.value)
+        assert msg.startswith(f"{evil}: refused: loading this file would run code") and "system" in msg
+        assert "weights_only" not in msg and "corrupted" not in msg
+    assert not marker.exists()
+    # a foreign pickle of class instances (numpy arrays) is refused the same way, without torch's advice
+    torch.save({"a": np.zeros(3)}, tmp_path / "np.pt")
+    with pytest.raises(CheckpointError, match="would run code") as err:
+        mlip.load(tmp_path / "np.pt")
+    assert "weights_only" not in str(err.value) and "safe_globals" not in str(err.value)
+
+
+def test_files_follow_the_umask(h, tmp_path):
+    model = h.model("cg")
+    old = os.umask(0o027)
+    try:
+        path = mlip.save(model, tmp_path / "m.pt")
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == 0o640

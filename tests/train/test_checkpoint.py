@@ -166,3 +166,80 @@ def test_resume_without_checkpoint(tmp_path, cache_dir, t):
     with pytest.raises(CheckpointError, match="no checkpoint"):
         fit(config_from_dict(t.config(tmp_path / "none", cache_dir)), resume=True)
     assert not (tmp_path / "none").exists()
+
+
+# -- issue 18: SIGINT / SIGTERM; issue 16: a crash between last.pt and best.pt ----------------------
+def _wait_for_rows(proc, csv, rows: int, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        if csv.exists() and len(csv.read_text().splitlines()) > rows:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"the run ended or stalled before {rows} rows (rc {proc.poll()})")
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_checkpoints_the_current_step_then_resume_continues(sig, status, tmp_path, cache_dir, t):
+    """SIGINT / SIGTERM: the step ends, a checkpoint of it is written (no periodic one exists), one line
+    names the --resume command, the exit status is 128 + the signal; resuming gives the weights of an
+    uninterrupted run (constant learning rate, so the state at step k does not depend on max_steps)."""
+    out = tmp_path / "run"
+    cfg = t.config(out, cache_dir, schedule={"kind": "constant"},
+                   train={"max_steps": 5000, "checkpoint_every": 5000, "val_every": 5000, "log_every": 1})
+    path = t.write(tmp_path / "c.yaml", cfg)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([t.PYTHON, "-m", "mlip.train", "fit", str(path), "train.seed=0"], cwd=t.ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_rows(proc, out / "metrics.csv", 3)
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == status, stderr[-3000:]
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    assert f"interrupted by {sig.name} after step " in lines[0]
+    assert lines[0].endswith(f"continue with: mlip-train fit {path} train.seed=0 --resume")
+    step = int(lines[0].split("after step ")[1].split(";")[0])
+    assert step >= 3 and load_checkpoint(out / "checkpoints" / "last.pt")["step"] == step
+    if sig != signal.SIGTERM:
+        return
+    target = step + 2
+    p = t.cli("fit", path, "train.seed=0", "--resume", f"train.max_steps={target}")
+    assert p.returncode == 0, p.stderr[-3000:]
+    ref_out = tmp_path / "ref"
+    fit(config_from_dict(dict(cfg, out=str(ref_out), train=dict(cfg["train"], max_steps=target))))
+    _assert_same(t.params(out / "checkpoints" / "last.pt"), t.params(ref_out / "checkpoints" / "last.pt"))
+
+
+def test_crash_between_last_and_best_then_resume_exports_the_best(tmp_path, cache_dir, t):
+    """SIGKILL after last.pt is written and before best.pt is: the resumed run repairs best.pt, exports the
+    weights an uninterrupted run exports, and says which; temporaries of killed writers are removed."""
+    cfg = t.config(tmp_path / "ref", cache_dir, train={"max_steps": 8, "val_every": 2, "checkpoint_every": 2})
+    ref = fit(config_from_dict(cfg))
+    best_step = load_checkpoint(ref.out / "checkpoints" / "best.pt")["step"]
+    assert ref.model_step == best_step and ref.model_weights == "best EMA weights"
+
+    out = tmp_path / "run"
+    path = t.write(tmp_path / "c.yaml", dict(cfg, out=str(out)))
+    p = t.cli("fit", path, env={"MLIP_TEST_KILL_AT": f"checkpoint:after-last@{best_step}"})
+    assert p.returncode == -signal.SIGKILL, p.stderr[-3000:]
+    ckpts = out / "checkpoints"
+    assert load_checkpoint(ckpts / "last.pt")["step"] == best_step
+    assert not (ckpts / "best.pt").exists() or load_checkpoint(ckpts / "best.pt")["step"] != best_step
+    gone = subprocess.run([t.PYTHON, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = ckpts / f"last.pt.{int(gone.stdout)}.abcdef.tmp"  # what a writer killed mid-write leaves
+    stale.write_bytes(b"partial")
+    p = t.cli("fit", path, "--resume")
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert not stale.exists()
+    assert f"model: {out / 'model.pt'} (best EMA weights, step {best_step}); run folder {out}" in p.stdout
+    assert f"final metrics of {out / 'model.pt'} (best EMA weights, step {best_step})" in p.stdout
+    assert "E MAE meV/atom" in p.stdout and "E MAE meV/atom" not in p.stderr  # results on stdout
+    assert "training stopped at step 8 of 8: train.max_steps=8 reached" in p.stderr
+    assert "tensorboard" not in p.stderr
+    a, b = torch.load(out / "model.pt", weights_only=True), torch.load(ref.model_path, weights_only=True)
+    _assert_same(a["state_dict"], b["state_dict"])
+    assert a["metadata"]["extra"]["step"] == best_step

@@ -139,6 +139,7 @@ def test_time_budget_stops_with_a_checkpoint(tmp_path, cache_dir, t, clock):
     assert 1 <= res.step < 10**6
     ck = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
     assert ck["step"] == res.step and ck["elapsed_s"] >= 0.12
+    assert res.stop_reason.startswith("time budget train.max_minutes=0.002 reached")
     with pytest.raises(ConfigError, match=r"train\.clock.*'wall'.*'cpu'"):
         config_from_dict(t.config(tmp_path / "q", cache_dir, train={"clock": "gpu"}))
 
@@ -224,3 +225,67 @@ def test_orthoreg_finetuning(tmp_path, cache_dir, t):
     assert float(rows1[0]["loss"]) == pytest.approx(float(rows0[0]["loss"]) + expected, rel=1e-6)
     assert float(rows1[0]["forces_mae"]) == pytest.approx(float(rows0[0]["forces_mae"]), rel=1e-9)
     assert float(rows1[1]["orthoreg"]) != pytest.approx(expected, rel=1e-9)  # dW != 0 from step 2 on
+
+
+def test_time_budget_drives_the_cosine_and_resume_keeps_it(tmp_path, cache_dir, t, capsys):
+    """With max_minutes, the cosine spans the time budget (not the unreachable max_steps): the rate has
+    decayed to min_lr_factor * lr when the time is spent; the run says why it stopped; a resumed run
+    starts from the learning rate the checkpoint's step ended with."""
+    base = dict(train={"max_steps": 10**6, "max_minutes": 0.01, "val_every": 10**5, "log_every": 1,
+                       "checkpoint_every": 10**5}, schedule={"kind": "cosine", "warmup_steps": 0,
+                                                             "min_lr_factor": 0.01})
+    res = fit(config_from_dict(t.config(tmp_path / "r", cache_dir, **base)))
+    assert f"training stopped at step {res.step} of 1000000: time budget train.max_minutes=0.01 reached" in (
+        capsys.readouterr().err)
+    rows = [r for r in read_metrics(tmp_path / "r" / "metrics.csv") if r["split"] == "train"]
+    lrs = [float(r["lr"]) for r in rows]
+    assert len(lrs) >= 3 and lrs == sorted(lrs, reverse=True) and lrs[0] > lrs[-1]
+    ck = load_checkpoint(tmp_path / "r" / "checkpoints" / "last.pt")
+    assert ck["schedule"]["time_fraction"] >= 1.0
+    assert ck["optimizer"]["param_groups"][0]["lr"] == pytest.approx(0.01 * 0.01)  # min_lr_factor * lr
+    # a run stopped between, resumed with more time: the next step uses the checkpoint's rate
+    cfg = t.config(tmp_path / "s", cache_dir, **base)
+    fit(config_from_dict(cfg), stop_at_step=3)
+    ck = load_checkpoint(tmp_path / "s" / "checkpoints" / "last.pt")
+    assert 0 < ck["schedule"]["time_fraction"] < 1
+    cfg["train"] = dict(cfg["train"], max_minutes=5.0)
+    trainer = Trainer(config_from_dict(cfg), resume=True)
+    assert trainer.optimizer.param_groups[0]["lr"] == ck["optimizer"]["param_groups"][0]["lr"] < 0.01
+
+
+def _with_isolated_atoms(tmp_path, t, energies):
+    frames = ase.io.read(t.ETHANOL, ":20")
+    for sym, e in energies.items():
+        atom = ase.Atoms(sym, positions=[[0.0, 0.0, 0.0]])
+        atom.info = {"Energy": e, "config_type": "IsolatedAtom"}
+        atom.arrays["forces"] = np.zeros((1, 3))
+        frames.append(atom)
+    path = tmp_path / "with_isolated.xyz"
+    ase.io.write(path, frames, format="extxyz")
+    return path
+
+
+def test_e0s_choices(tmp_path, cache_dir, t):
+    """model.e0s: isolated (the one-atom frames, MACE's IsolatedAtom), average (one e per atom for
+    every element), least_squares (= null), a mapping; a missing isolated atom is named."""
+    energies = {"H": -13.6, "C": -1029.5, "O": -2041.25}
+    data = _with_isolated_atoms(tmp_path, t, energies)
+
+    def e0s_of(choice, train=data):
+        cfg = t.config(tmp_path / "r", tmp_path / "cache", data={"train": [str(train)]}, model={"e0s": choice})
+        return Trainer(config_from_dict(cfg)).model.config.e0s
+
+    assert e0s_of("isolated") == pytest.approx(energies, abs=1e-9)
+    stats = scan(resolve_dataset([str(data)], cache_dir=tmp_path / "cache"), "train")
+    zs = [1, 6, 8]
+    e = stats.xty[zs].sum() / stats.xtx[np.ix_(zs, zs)].sum()
+    assert e0s_of("average") == pytest.approx(dict.fromkeys(["H", "C", "O"], e), rel=1e-12)
+    assert e0s_of("least_squares") == pytest.approx(e0s_of(None), rel=1e-12)
+    assert e0s_of("least_squares") == pytest.approx(fit_e0s(stats, ["H", "C", "O"]), rel=1e-12)
+    assert e0s_of({"H": 1.0, "C": 2.0, "O": 3.0}) == {"H": 1.0, "C": 2.0, "O": 3.0}
+    (tmp_path / "p").mkdir()
+    partial = _with_isolated_atoms(tmp_path / "p", t, {"H": -13.6})
+    with pytest.raises(ConfigError, match=r"model\.e0s: 'isolated'.*\['C', 'O'\]"):
+        e0s_of("isolated", partial)
+    with pytest.raises(ConfigError, match=r"model\.e0s: expected null, one of 'least_squares', 'isolated'"):
+        config_from_dict(t.config(tmp_path / "q", cache_dir, model={"e0s": "isolatd"}))
