@@ -67,6 +67,23 @@ def params_of(checkpoint: Path) -> dict:
     return out
 
 
+class _RunsCode:
+    """Unpickling this (``torch.load(weights_only=False)``) would create the file ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def code_running_file(path: Path, marker: Path) -> Path:
+    """A torch file, formatted like a model file, whose loading with ``weights_only=False`` would run
+    code (create ``marker``)."""
+    torch.save({"format": "mlip.potential", "payload": _RunsCode(marker)}, path)
+    return path
+
+
 def without_matplotlib(folder: Path) -> dict:
     """Environment variables for a subprocess in which ``import matplotlib`` fails as if it were not installed
     (a stand-in package that raises ImportError, first on ``PYTHONPATH``)."""
@@ -108,8 +125,9 @@ def short_run(tmp_path_factory, cache_dir):
 @pytest.fixture(scope="session")
 def t():
     """Helpers: ``t.config(out, cache, **sections)``, ``t.write``, ``t.cli``, ``t.params``, ``t.ETHANOL``,
-    ``t.without_matplotlib``."""
+    ``t.without_matplotlib``, ``t.code_running_file``."""
     from types import SimpleNamespace
 
     return SimpleNamespace(config=tiny_config, write=write_config, cli=run_cli, params=params_of, ETHANOL=ETHANOL,
-                           ROOT=ROOT, PYTHON=PYTHON, without_matplotlib=without_matplotlib)
+                           ROOT=ROOT, PYTHON=PYTHON, without_matplotlib=without_matplotlib,
+                           code_running_file=code_running_file)

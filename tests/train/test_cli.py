@@ -273,23 +273,10 @@ def test_export_refuses_to_overwrite_and_follows_the_umask(finished_run, tmp_pat
 def test_eval_refuses_a_model_file_that_would_run_code(tmp_path, t):
     evil = tmp_path / "evil.pt"
     marker = tmp_path / "ran"
-    _write_code_running_pickle(evil, marker)
+    t.code_running_file(evil, marker)
     p = t.cli("eval", evil, t.ETHANOL, "--cache-dir", tmp_path / "cache")
     assert p.returncode == 2
     assert "would run code" in p.stderr and str(evil) in p.stderr
     assert "weights_only" not in p.stderr and "corrupted" not in p.stderr
     assert not marker.exists()
 
-
-def _write_code_running_pickle(path: Path, marker: Path) -> None:
-    """A torch file whose unpickling (weights_only=False) would create ``marker``."""
-    import subprocess
-    import sys
-
-    code = ("import os, sys, torch\n"
-            "class Evil:\n"
-            "    def __reduce__(self):\n"
-            "        return (os.system, ('touch ' + sys.argv[2],))\n"
-            "torch.save({'format': 'mlip.potential', 'payload': Evil()}, sys.argv[1])\n")
-    subprocess.run([sys.executable, "-c", code, str(path), str(marker)], check=True, timeout=300)
-    assert path.is_file() and not marker.exists()
