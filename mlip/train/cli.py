@@ -267,7 +267,7 @@ def _eval(args) -> int:
                             forces_key=args.forces_key, split_fractions=(0.9, 0.1, 0.0), options_from="cli")
     _check_split(paths, args.split)
     metrics, pred = evaluate_dataset(model, paths, args.split, batch_size=args.batch_size, device=args.device,
-                                     use_stress=args.stress or None)
+                                     use_stress=args.stress)
     name = args.split or "all"
     print(format_table({name: metrics}, note=True))
     if args.out is not None:
