@@ -81,7 +81,10 @@ def add_cli_flag(parser) -> None:
     parser.add_argument("--no-tune-allocator", action="store_true", help=_NO_TUNE_HELP)
 
 
-def tune_from_cli(args) -> bool:
-    """:func:`tune_cpu_allocator` unless ``args.no_tune_allocator`` (see :func:`add_cli_flag`);
-    returns whether the settings were applied."""
-    return False if args.no_tune_allocator else tune_cpu_allocator()
+def tune_from_cli(args, device="cpu") -> bool:
+    """:func:`tune_cpu_allocator` unless ``args.no_tune_allocator`` (see :func:`add_cli_flag`) or
+    the model runs on ``device`` other than the CPU (a CUDA run's tensors are not malloc's:
+    the tuning would only keep host memory); returns whether the settings were applied."""
+    if args.no_tune_allocator or str(device).split(":")[0] != "cpu":
+        return False
+    return tune_cpu_allocator()

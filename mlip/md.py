@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if args.threads is not None:
             torch.set_num_threads(args.threads)
-        tune_from_cli(args)
+        tune_from_cli(args, device=args.device)
         atoms, calc = _prepare(args)
         rows = run_md(
             atoms, calc, ensemble=args.ensemble, steps=args.steps, timestep=args.timestep,

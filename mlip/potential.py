@@ -260,7 +260,9 @@ class Potential(torch.nn.Module):
     def _atomic_energies(self, pos, cell, shifts, element, batch, edge_index) -> torch.Tensor:
         src, dst = edge_index[0], edge_index[1]
         vec = pos.index_select(0, src) - pos.index_select(0, dst)
-        if shifts.shape[0] and bool(shifts.any()):
+        # on CPU, skip the product for molecules; elsewhere add it always (zero shifts add exact
+        # zeros) rather than wait for the device to answer shifts.any() on every call
+        if shifts.shape[0] and (shifts.device.type != "cpu" or bool(shifts.any())):
             if cell.shape[0] == 1:
                 vec = vec + shifts @ cell[0]
             else:

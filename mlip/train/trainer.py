@@ -382,8 +382,11 @@ class Trainer:
         """Forward, loss normalised by the global batch, backward, gradient sum, clip, step, EMA."""
         info, w = self.info, self.cfg.loss
         batch = batch.to(info.device)
-        counts = torch.tensor([batch.num_graphs, batch.num_nodes], dtype=torch.float64, device=info.device)
-        g, n = D.all_reduce_sum(counts, info).tolist()
+        if info.active:  # the global batch: one all-reduce (and one host sync) per step
+            counts = torch.tensor([batch.num_graphs, batch.num_nodes], dtype=torch.float64, device=info.device)
+            g, n = D.all_reduce_sum(counts, info).tolist()
+        else:  # one process: the host already knows them
+            g, n = float(batch.num_graphs), float(batch.num_nodes)
         self.optimizer.zero_grad(set_to_none=True)
         out = self.model(batch, forces=True, stress=self.use_stress, create_graph=True)
         t = loss_terms(out, batch, use_stress=self.use_stress)
