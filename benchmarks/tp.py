@@ -118,6 +118,10 @@ def calls(impl, L, mode, kind, N, C, device) -> tuple[dict, dict]:
         sync()
 
     row = {"impl": impl, "L": L, "mode": mode, "kind": kind, "weight_numel": numel, "build_s": build_s}
+    flops = getattr(getattr(m, "impl", None), "transform_flops", None)
+    if flops is not None:  # GEMM work of the backend's transforms, by their shapes (forward, backward)
+        f, b = flops(N)
+        row["gemm_flops"] = {"fwd": f, "fb": f + b}
     return row, {"fwd": fwd, "fb": fb}
 
 
@@ -170,6 +174,27 @@ def measure_interleaved(impls, L, mode, kind, N, C, device, cap, repeats: int = 
     return rows
 
 
+def gemm_peak(repeats: int = 5) -> float:
+    """GFLOP/s of a 2048-cubed float32 matrix product in this process (median; on CLOCK)."""
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t0 = CLOCK()
+        a @ b
+        times.append(CLOCK() - t0)
+    return 2 * 2048**3 / statistics.median(times) / 1e9
+
+
+def gemm_rate(row, key, peak=None) -> str:
+    """The transforms' GEMM flops (by their shapes) over the time: GFLOP/s, and % of ``peak``."""
+    f, e = row.get("gemm_flops", {}).get(key), row.get(key) or {}
+    if not f or "ms" not in e:
+        return "–"
+    r = f / (e["ms"] * 1e6)
+    return f"{r:.1f}" + (f" ({100 * r / peak:.0f} %)" if peak else "")
+
+
 def fmt(entry) -> str:
     if entry is None:
         return "–"
@@ -179,8 +204,9 @@ def fmt(entry) -> str:
     return s + (f" ({entry['note']})" if "note" in entry else "")
 
 
-def table(rows, impls, mode, kind, key) -> str:
+def table(rows, impls, mode, kind, key, peak=None) -> str:
     by = {(r["impl"], r["L"]): r for r in rows if r["mode"] == mode and r["kind"] == kind}
+    rated = [i for i in impls if any("gemm_flops" in r for (j, _), r in by.items() if j == i)]
     Ls = sorted({r["L"] for r in rows if r["mode"] == mode and r["kind"] == kind})
     # ratio columns: e3nn's time over each backend's, and cg's over each other mlip backend's
     pairs = [("e3nn", b) for b in impls if b != "e3nn"]
@@ -188,8 +214,9 @@ def table(rows, impls, mode, kind, key) -> str:
         pairs += [("cg", b) for b in impls if b not in ("cg", "e3nn", "cueq")]
         if "cueq" in impls:
             pairs.append(("cueq", "cg"))
-    head = "| L | " + " | ".join(impls) + " | " + " | ".join(f"{a} / {b}" for a, b in pairs) + " |"
-    lines = [head, "|" + "---|" * (1 + len(impls) + len(pairs))]
+    head = ("| L | " + " | ".join(impls) + " | " + " | ".join(f"{a} / {b}" for a, b in pairs)
+            + "".join(f" | {i} GEMM GFLOP/s" for i in rated) + " |")
+    lines = [head, "|" + "---|" * (1 + len(impls) + len(pairs) + len(rated))]
     for L in Ls:
         cells = [fmt(by.get((i, L), {}).get(key)) for i in impls]
         ratios = []
@@ -197,7 +224,8 @@ def table(rows, impls, mode, kind, key) -> str:
             ref, e = by.get((a, L), {}).get(key), by.get((b, L), {}).get(key)
             ok = ref and e and "ms" in ref and "ms" in e
             ratios.append(f"{ref['ms'] / e['ms']:.2f}x" if ok else "–")
-        lines.append(f"| {L} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
+        rates = "".join(f" | {gemm_rate(by.get((i, L), {}), key, peak)}" for i in rated)
+        lines.append(f"| {L} | " + " | ".join(cells) + " | " + " | ".join(ratios) + rates + " |")
     return "\n".join(lines)
 
 
@@ -280,6 +308,9 @@ def main(argv=None) -> int:
         except ImportError:
             pass
     rows = []
+    peak = None if args.from_json or device.type != "cpu" else gemm_peak()
+    if peak:
+        print(f"float32 GEMM 2048^3 in this process: {peak:.1f} GFLOP/s", flush=True)
     for mode in ([] if args.from_json else args.modes):
         for kind in args.kinds:
             if args.interleave:
@@ -301,7 +332,8 @@ def main(argv=None) -> int:
                         rows.append(r)
                         hist.setdefault(r["impl"], []).append(r["fb"].get("ms", float("inf")))
                         print(f"{mode:11s} {kind:5s} L={L} {r['impl']:5s} fwd {fmt(r['fwd']):>12s} ms   "
-                              f"f+b {fmt(r['fb']):>12s} ms", flush=True)
+                              f"f+b {fmt(r['fb']):>12s} ms   GEMM GFLOP/s {gemm_rate(r, 'fwd', peak)} / "
+                              f"{gemm_rate(r, 'fb', peak)}", flush=True)
                 continue
             for impl in impls:
                 if impl == "cueq" and mode != "channelwise":
@@ -330,12 +362,13 @@ def main(argv=None) -> int:
                     rows.append(r)
                     hist.append(r["fb"]["ms"])
                     print(f"{mode:11s} {kind:5s} L={L} {impl:5s} fwd {fmt(r['fwd']):>12s} ms   "
-                          f"f+b {fmt(r['fb']):>12s} ms", flush=True)
+                          f"f+b {fmt(r['fb']):>12s} ms   GEMM GFLOP/s {gemm_rate(r, 'fwd', peak)} / "
+                          f"{gemm_rate(r, 'fb', peak)}", flush=True)
     meta = {
         "N": N, "C": args.C, "dtype": "float32", "clock": args.clock, "device": str(device),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
         "machine": platform.processor() or platform.machine(),
-        "date": time.strftime("%Y-%m-%d"),
+        "date": time.strftime("%Y-%m-%d"), "gemm_peak_gflops": peak,
     }
     if device.type == "cuda":
         meta["gpu"] = torch.cuda.get_device_name()
@@ -349,6 +382,7 @@ def main(argv=None) -> int:
         loaded = [json.loads(f.read_text()) for f in args.from_json]
         rows = [r for d in loaded for r in d["rows"]]
         meta = {**loaded[0]["meta"], "merged_from": [str(f) for f in args.from_json]}
+        peak = meta.get("gemm_peak_gflops")
         N, args.clock = meta["N"], meta.get("clock", "wall")
         impls = list(dict.fromkeys(r["impl"] for r in rows))
         args.modes = list(dict.fromkeys(r["mode"] for r in rows))
@@ -374,7 +408,11 @@ def main(argv=None) -> int:
         f"torch {meta['torch']}, e3nn {meta.get('e3nn', '-')}; {meta['date']}; {meta.get('gpu', meta['machine'])}. "
         "Times in ms (median after warm-up); the ratio columns `a / b` are a's time over b's "
         "(> 1 means b is faster), measured in the same run: e3nn over every backend, cg over the other mlip backends, "
-        "cuEquivariance over cg.",
+        "cuEquivariance over cg. `GEMM GFLOP/s`: the GEMM flops that a backend's transforms need by their "
+        "shapes (`transform_flops`: for `grid`, the full-grid maps to and from the sphere, forward and, for "
+        "f+b, once more for the backward; recomputation not counted) over the time, and in brackets their "
+        "share of a 2048-cubed float32 GEMM timed in the same process"
+        + (f" ({peak:.1f} GFLOP/s)." if peak else "."),
         "",
         "Reproduce: " + "; ".join(f"`{c.strip()}`" for c in meta["commands"])
         + ("; then `python benchmarks/tp.py --from-json ...` merged them" if args.from_json else "")
@@ -388,7 +426,7 @@ def main(argv=None) -> int:
         for kind in args.kinds:
             for key, label in (("fwd", "forward"), ("fb", "forward + backward")):
                 parts += ["", f"**{mode}, outputs up to {'L' if kind == 'model' else '2L'}, {label}**", "",
-                          table(rows, impls, mode, kind, key)]
+                          table(rows, impls, mode, kind, key, peak)]
     if not args.no_readme:
         write_readme_section("tp" + ("-cuda" if device.type == "cuda" else ""), "\n".join(parts))
     print(f"wrote {out} and {png}")

@@ -197,3 +197,64 @@ def test_scalar_input_shortcut_equals_transform(backend, in1, in2, out, mode):
     torch.testing.assert_close(y, y0, rtol=1e-12, atol=1e-12)
     for a, b in zip(grads, grads0):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("mode", ["channelwise", "elementwise"])
+@pytest.mark.parametrize("res", [None, (4, 9), (5, 7), (3, 5)])
+@pytest.mark.parametrize("shared", [False, True])
+def test_half_grid_route_equals_full_grid(mode, res, shared):
+    """The reflection-symmetric route (half the grid, even/odd components) gives the numbers and
+    gradients of the full-grid product, at exact and coarse resolutions, with an equator ring
+    (odd n_lat) and without, per-sample and shared weights."""
+    from mlip.kernels.tp.product import SphericalProductBackend
+
+    in1, in2, out = case(mode, 3, C=3)
+    opts = {} if res is None else {"resolution": res}
+    tp = TensorProduct(in1, in2, out, mode=mode, backend="grid", **opts)
+    impl = tp.impl
+    assert impl._half is not None
+    g = torch.Generator().manual_seed(7)
+    x1 = torch.randn(6, tp.irreps_in1.dim, dtype=F64, generator=g, requires_grad=True)
+    x2 = torch.randn(6, tp.irreps_in2.dim, dtype=F64, generator=g, requires_grad=True)
+    w = torch.randn(1 if shared else 6, tp.weight_numel, dtype=F64, generator=g, requires_grad=True)
+    y = impl(x1, x2, w)
+    y0 = SphericalProductBackend.forward(impl, x1, x2, w)  # the full grid, channel layout
+    torch.testing.assert_close(y, y0, rtol=1e-12, atol=1e-12)
+    gy = torch.randn(y.shape, dtype=F64, generator=g)
+    for a, b in zip(torch.autograd.grad(y, (x1, x2, w), gy), torch.autograd.grad(y0, (x1, x2, w), gy)):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_grid_rows_route_equals_forward_with_derivatives():
+    """forward_rows (stacked rows) and forward (multiplicity-major) are the same product,
+    first and second derivatives included."""
+    in1, in2, out = case("channelwise", 2, C=2)
+    tp = TensorProduct(in1, in2, out, backend="grid")
+    p1, p2, p3 = tp.rows_plans
+    g = torch.Generator().manual_seed(2)
+    x1 = torch.randn(3, tp.irreps_in1.dim, dtype=F64, generator=g, requires_grad=True)
+    x2 = torch.randn(3, tp.irreps_in2.dim, dtype=F64, generator=g, requires_grad=True)
+    w = torch.randn(3, tp.weight_numel, dtype=F64, generator=g, requires_grad=True)
+    torch.testing.assert_close(p3.unstack(tp.forward_rows(p1.stack(x1), p2.stack(x2), w)), tp(x1, x2, w),
+                               rtol=1e-12, atol=1e-12)
+    rows = lambda a, b, c: tp.forward_rows(p1.stack(a), p2.stack(b), c)  # noqa: E731
+    assert torch.autograd.gradcheck(rows, (x1, x2, w))
+    assert torch.autograd.gradgradcheck(rows, (x1, x2, w))
+
+
+def test_grid_outputs_do_not_share_scratch_memory():
+    """The half-grid route reuses scratch buffers between calls: what it returns (outputs and
+    gradients) must not be one of them."""
+    in1, in2, out = case("channelwise", 3, C=4)
+    tp = TensorProduct(in1, in2, out, backend="grid")
+    g = torch.Generator().manual_seed(5)
+    args = [torch.randn(4, d, generator=g, requires_grad=True) for d in (tp.irreps_in1.dim, tp.irreps_in2.dim)]
+    w = torch.randn(4, tp.weight_numel, generator=g, requires_grad=True)
+    y1 = tp(*args, w)
+    g1 = torch.autograd.grad(y1.square().sum(), (*args, w))
+    keep = [t.detach().clone() for t in (y1, *g1)]
+    y2 = tp(*(2 * a.detach() for a in args), 3 * w.detach())
+    torch.autograd.grad(tp(*args, 2 * w).sum(), args)
+    assert not torch.equal(y1, y2)
+    for a, b in zip((y1, *g1), keep):
+        assert torch.equal(a, b)
