@@ -9,11 +9,12 @@ Timing: warm-up calls, then the median of timed calls; a call over ``--cap`` sec
 reported alone (one cold call); a case predicted (from the growth between the two previous
 L) to exceed the cap is skipped. Each backend is compared with e3nn measured in the same run.
 
-Writes ``benchmarks/results/tp[-quick].json``, a PNG plot, and (unless ``--no-readme``) the
-``tp`` section of ``benchmarks/README.md``.
+Writes ``benchmarks/results/tp[-quick].json`` (or ``--out``) and a PNG plot next to it.
+``benchmarks/README.md`` is rewritten only when asked: ``--write-readme`` replaces its ``tp``
+(``tp-cuda``) section; a ``--quick`` run never does (a smoke run is not the published table).
 
-    python benchmarks/tp.py                  # full sweep (tens of minutes on 2 CPU cores)
-    python benchmarks/tp.py --quick          # small sizes, a minute
+    python benchmarks/tp.py --quick          # small sizes: 3-5 minutes on 2 idle CPU cores
+    python benchmarks/tp.py --write-readme   # full sweep (tens of minutes on 2 CPU cores), README updated
 """
 
 from __future__ import annotations
@@ -263,7 +264,9 @@ def plot(rows, impls, path: Path) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="L=1..3, N=1000: a smoke run in about a minute")
+    p.add_argument("--quick", action="store_true",
+                   help="L=1..3, N=1000, every implementation, mode and kind: a smoke run of 3-5 minutes on 2 idle "
+                        "CPU cores (11 minutes measured with other jobs on the machine); never rewrites the README")
     p.add_argument("--L", type=int, nargs="+", help="degrees to run (default 1..8, quick 1..3)")
     p.add_argument("--N", type=int, help="samples per call (default 10000, quick 1000)")
     p.add_argument("--C", type=int, default=32, help="channels (default 32)")
@@ -284,12 +287,20 @@ def main(argv=None) -> int:
                    help="per L, time all implementations in alternating order (robust to load changes "
                    "on a shared machine) instead of one sweep per implementation")
     p.add_argument("--note", action="append", help="a paragraph to add to the README section (repeatable)")
-    p.add_argument("--no-readme", action="store_true", help="do not rewrite benchmarks/README.md")
+    p.add_argument("--write-readme", action="store_true",
+                   help="rewrite this run's section of benchmarks/README.md (full runs and --from-json only); "
+                        "without it a run writes only its JSON and plot")
+    p.add_argument("--no-readme", action="store_true",
+                   help="the default (leave benchmarks/README.md alone); kept so recorded commands still run")
     p.add_argument("--out", type=Path, help="JSON output path")
     p.add_argument("--from-json", type=Path, nargs="+", metavar="JSON",
                    help="measure nothing: merge these result files (e.g. runs split by --modes) and "
                    "write the table, plot and README section from them")
     args = p.parse_args(argv)
+    if args.write_readme and (args.quick or args.no_readme):
+        p.error("--write-readme: " + ("a --quick run never rewrites benchmarks/README.md" if args.quick
+                                      else "contradicts --no-readme"))
+    started = time.perf_counter()
     Ls = args.L or ([1, 2, 3] if args.quick else list(range(1, 9)))
     N = args.N or (1000 if args.quick else 10_000)
     global CLOCK
@@ -415,7 +426,7 @@ def main(argv=None) -> int:
         + (f" ({peak:.1f} GFLOP/s)." if peak else "."),
         "",
         "Reproduce: " + "; ".join(f"`{c.strip()}`" for c in meta["commands"])
-        + ("; then `python benchmarks/tp.py --from-json ...` merged them" if args.from_json else "")
+        + ("; then `python benchmarks/tp.py --from-json ... --write-readme` merged them" if args.from_json else "")
         + f" (JSON: `benchmarks/results/{out.name}`, plot: `benchmarks/results/{png.name}`).",
         "",
         f"![tp benchmark](results/{png.name})",
@@ -427,9 +438,11 @@ def main(argv=None) -> int:
             for key, label in (("fwd", "forward"), ("fb", "forward + backward")):
                 parts += ["", f"**{mode}, outputs up to {'L' if kind == 'model' else '2L'}, {label}**", "",
                           table(rows, impls, mode, kind, key, peak)]
-    if not args.no_readme:
+    written = [str(out), str(png)]
+    if args.write_readme:
         write_readme_section("tp" + ("-cuda" if device.type == "cuda" else ""), "\n".join(parts))
-    print(f"wrote {out} and {png}")
+        written.append("benchmarks/README.md")
+    print(f"wrote {', '.join(written)} in {time.perf_counter() - started:.0f} s")
     return 0
 
 

@@ -1,0 +1,54 @@
+"""``benchmarks/tp.py``: benchmarks/README.md is rewritten only with ``--write-readme``, never by ``--quick``.
+
+(Kept here for want of a tests/benchmarks folder: the script is run in-process on a tiny case,
+with the README writer replaced by a recorder, and once as a subprocess for its argument check.)
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("matplotlib")
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+TINY = ["--L", "1", "--N", "4", "--C", "2", "--backends", "cg", "--no-e3nn", "--no-cueq", "--modes", "channelwise",
+        "--kinds", "model", "--cap", "5"]
+
+
+@pytest.fixture
+def tp(monkeypatch):
+    """The script as a module, its README writer recording calls instead of writing."""
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    module = importlib.import_module("tp")
+    calls = []
+    monkeypatch.setattr(module, "write_readme_section", lambda name, text: calls.append((name, text)))
+    module.readme_calls = calls
+    return module
+
+
+def test_readme_only_with_write_readme(tp, tmp_path, capsys):
+    readme = (BENCHMARKS / "README.md").read_bytes()
+    assert tp.main([*TINY, "--out", str(tmp_path / "a.json")]) == 0
+    assert tp.readme_calls == [] and (tmp_path / "a.json").exists() and (tmp_path / "a.png").exists()
+    assert "README" not in capsys.readouterr().out
+    assert tp.main([*TINY, "--out", str(tmp_path / "b.json"), "--write-readme"]) == 0
+    assert [name for name, _ in tp.readme_calls] == ["tp"]
+    assert "Reproduce: `python benchmarks/tp.py" in tp.readme_calls[0][1]
+    assert "benchmarks/README.md" in capsys.readouterr().out
+    assert (BENCHMARKS / "README.md").read_bytes() == readme  # the real file was never touched
+
+
+def test_quick_never_rewrites_the_readme_and_help_says_so(tmp_path):
+    script = BENCHMARKS / "tp.py"
+    r = subprocess.run([sys.executable, str(script), "--quick", "--write-readme"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and "a --quick run never rewrites benchmarks/README.md" in r.stderr
+    r = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, timeout=300)
+    text = " ".join(r.stdout.split())
+    assert r.returncode == 0
+    assert "3-5 minutes on 2 idle CPU cores" in text and "never rewrites the README" in text
+    assert "rewritten only when asked" in text
