@@ -31,7 +31,6 @@ Values are unpickled with the restricted unpickler of :mod:`.safe_pickle`.
 
 from __future__ import annotations
 
-import gzip
 import math
 import zlib
 from collections import Counter
@@ -45,7 +44,7 @@ from ..structure import checked_structure
 from ..units import BOHR_ANGSTROM, HARTREE_EV, symbol_to_z
 from .base import Source, Unit
 from .lmdb_files import iter_lmdb
-from .safe_pickle import safe_loads
+from .safe_pickle import DecompressionLimitError, gunzip_bounded, safe_loads
 
 STAGES = ("pm3", "hf", "DFT_1st", "DFT_2nd")
 LEVELS = {"pm3": "PM3", "hf": "HF/STO-3G", "DFT_1st": "B3LYP/6-31G*", "DFT_2nd": "B3LYP/6-31G*"}
@@ -90,7 +89,9 @@ class PubChemQCRSource(Source):
             if len(key) != 9 or not key.isdigit():
                 raise DataError(path, where, "bad key: expected a 9-digit PubChem CID")
             try:
-                record = safe_loads(gzip.decompress(value))
+                record = safe_loads(gunzip_bounded(value))
+            except DecompressionLimitError as exc:
+                raise DataError(path, where, f"too large: {exc}") from exc
             except (OSError, EOFError, zlib.error) as exc:
                 raise DataError(path, where, f"corrupt value: not gzip data ({exc})") from exc
             except Exception as exc:  # UnpicklingError and whatever a broken pickle raises

@@ -66,6 +66,19 @@ def test_pubchemqcr_corrupt_value_and_bad_key(tmp_path, rmd17_frames):
     assert set(r.report.by_kind) == {"corrupt value", "bad key", "bad record"}
 
 
+def test_pubchemqcr_gzip_bomb_is_refused_without_inflating(tmp_path, rmd17_frames, monkeypatch):
+    """A small gzip value that inflates past the limit is a bad record, not gigabytes of memory."""
+    from mlip.datasets.sources import safe_pickle
+
+    monkeypatch.setattr(safe_pickle.gunzip_bounded, "__defaults__", (1 << 20,))  # 1 MiB limit for the test
+    bomb = gzip.compress(b"\0" * (8 << 20))  # 8 MiB of zeros in ~8 KB
+    items = {b"000000702": pubchemqcr_value(_pcq(rmd17_frames)), b"000000703": bomb}
+    src = write_lmdb(tmp_path / "p.lmdb", items)
+    _expect_bad("pubchemqcr", [src], tmp_path / "o.h5", r"key b'000000703'\]: too large")
+    r = convert("pubchemqcr", [src], tmp_path / "o.h5", skip_bad=True, progress=False)
+    assert r.n_structures == 3 and dict(r.report.by_kind) == {"too large": 1}
+
+
 def test_truncated_and_corrupt_lmdb(tmp_path, rmd17_frames):
     good = write_pubchemqcr_lmdb(tmp_path / "a.lmdb", {702: _pcq(rmd17_frames)})
     big = write_pubchemqcr_lmdb(tmp_path / "b.lmdb", {i: _pcq(rmd17_frames, 10) for i in range(1, 30)})
