@@ -347,12 +347,13 @@ class GridBackend(SphericalProductBackend):
             g2 = torch.mul(gX2, w2p, out=ws("t2", gX2.shape))
             grads[1] = self._from_perm(rows, "2", g2.sum(2, keepdim=True) if x2p.shape[2] < C else g2)
         if need[2]:
-            gw = yu.new_zeros(len(self.spec.irs1) + len(self.spec.irs2) + len(self.spec.irs3), n, C)
+            gw = ws("gw", (len(self.spec.irs1) + len(self.spec.irs2) + len(self.spec.irs3), n, C)).zero_()
             gw.index_add_(0, self.const("hrep1", yu), torch.mul(gX1, x1p, out=ws("t1", gX1.shape)))
             gw.index_add_(0, self.const("hrep2", yu), torch.mul(gX2, x2p, out=ws("t2", gX2.shape)))
             gw.index_add_(0, self.const("hrep3", yu), torch.mul(gyp, yu.view(d3, n, C), out=ws("t1", gyp.shape)))
-            gw = gw.transpose(0, 1)
-            grads[2] = (gw.sum(0, keepdim=True) if weight.shape[0] == 1 and n != 1 else gw).reshape(weight.shape)
+            # a new tensor in the weight layout [N|1, n1 + n2 + n3, C] (gw is scratch)
+            gw = gw.sum(1, keepdim=True) if weight.shape[0] == 1 else gw
+            grads[2] = weight.new_empty(gw.shape[1], gw.shape[0], C).copy_(gw.transpose(0, 1)).view(weight.shape)
         return grads
 
     def transform_flops(self, n: int) -> tuple[int, int]:
