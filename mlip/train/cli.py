@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import signal
 import sys
@@ -295,13 +294,10 @@ def _eval(args) -> int:
 
 
 def _cache_root() -> Path:
-    """The user cache folder of mlip: ``$MLIP_CACHE_DIR``, else the platform's user cache dir."""
-    root = os.environ.get("MLIP_CACHE_DIR")
-    if root is None:
-        import platformdirs
+    """The user cache folder of mlip (:func:`mlip.paths.cache_dir`)."""
+    from mlip.paths import cache_dir
 
-        root = platformdirs.user_cache_dir("mlip")
-    return Path(root)
+    return cache_dir()
 
 
 def _export(args, parser) -> int:
