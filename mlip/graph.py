@@ -25,11 +25,13 @@ is how the model computes stress.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
-from torch_geometric.data import Batch, Data
+
+if TYPE_CHECKING:  # imported where graphs are built: importing torch_geometric costs seconds
+    from torch_geometric.data import Batch, Data
 
 from .errors import ConfigError, StructureError
 
@@ -128,6 +130,8 @@ def build_graph(positions, numbers, *, r_max: float, cell=None, pbc=False) -> Da
             raise StructureError(
                 f"positions: atom {i[k]} coincides with {what} (distance {dist[k]:.3g} Å < {MIN_DISTANCE} Å)"
             )
+    from torch_geometric.data import Data
+
     return Data(
         pos=torch.from_numpy(pos.copy()),
         atomic_numbers=torch.from_numpy(z.astype(np.int64)),
@@ -211,4 +215,6 @@ def batch_graphs(graphs: Sequence[Data]) -> Batch:
     """Batch graphs (periodic and not, mixed) with ``Batch.from_data_list``; adds ``batch``."""
     if len(graphs) == 0:
         raise StructureError("batch_graphs: empty list of graphs")
+    from torch_geometric.data import Batch
+
     return Batch.from_data_list(list(graphs))

@@ -49,3 +49,11 @@ def test_one_cache_folder(monkeypatch, tmp_path):
     assert cache_dir() == tmp_path and cp_cache() == tmp_path / "cp"
     monkeypatch.delenv("MLIP_CACHE_DIR")
     assert cache_dir("cp") == cp_cache() and cache_dir().name == "mlip"
+
+
+def test_loading_a_model_does_not_import_torch_geometric():
+    """torch_geometric (seconds to import) is loaded where graphs are built, not by mlip.load or
+    mlip-train export."""
+    code = "import sys, mlip.io, mlip.potential, mlip.graph; print('torch_geometric' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
