@@ -171,7 +171,7 @@ def time_tp(clock: Clock, m, dims: tuple, N: int, cap: float) -> dict:
 
 def run_tp(clock: Clock, a, log) -> list[dict]:
     device = clock.device
-    rows, built, slow = [], {}, {}
+    rows, built, slow, build_s = [], {}, {}, {}
     impls = tp_impls(device)
     limit = a.mem_fraction * memory_bytes(device)
     for C in a.tp_C:
@@ -193,6 +193,9 @@ def run_tp(clock: Clock, a, log) -> list[dict]:
                         why = f"memory (est. {tp_case_bytes(L, N, C, numel) / 1e9:.0f} GB)"
                     elif slow.get((impl, N, C), 0) > a.tp_cap:
                         why = f"previous L over {a.tp_cap:.0f} s per call"
+                    elif impl not in built and 3 * build_s.get(impl, 0.0) > clock.left():
+                        # cp's CP-ALS factors take minutes at high L unless cached (MLIP_CACHE_DIR)
+                        why = f"build est. {3 * build_s[impl]:.0f} s (previous L: {build_s[impl]:.0f} s)"
                     if why:
                         row["skipped"] = why
                         continue
@@ -200,7 +203,7 @@ def run_tp(clock: Clock, a, log) -> list[dict]:
                         if impl not in built:
                             t = time.perf_counter()
                             built[impl] = tp_build(impl, L, C, device)
-                            row["build_s"] = time.perf_counter() - t
+                            row["build_s"] = build_s[impl] = time.perf_counter() - t
                         m, numel_impl = built[impl]
                         row.update(time_tp(clock, m, (C * (L + 1) ** 2, (L + 1) ** 2, numel_impl), N, a.tp_cap))
                         slow[(impl, N, C)] = row["fb"]["s"]
@@ -212,6 +215,20 @@ def run_tp(clock: Clock, a, log) -> list[dict]:
     built.clear()
     _free_memory(device)
     return rows
+
+
+def warm_cp_cache(Ls=range(1, 9)) -> None:
+    """Compute cp's CP-ALS factors of every product this script builds (the sweep's L = 1..8, the
+    MD and training models) into ``MLIP_CACHE_DIR`` (``gpu.sh wheels`` carries them to the GPU
+    machine: at L = 8 they take minutes on one core)."""
+    for L in Ls:
+        t = time.perf_counter()
+        tp_build("cp", L, 1, torch.device("cpu"))
+        print(f"cp factors, L = {L}: {time.perf_counter() - t:.0f} s", flush=True)
+    for L in (1, 2):
+        md_model(L, "cp", "torch", torch.device("cpu"))
+        mlip.Potential(mlip.PotentialConfig(elements=["H", "C", "O"], r_max=5.0, num_channels=8, l_max=L,
+                                            correlation=3, num_layers=2, tp_backend="cp"))
 
 
 # -- MD throughput ----------------------------------------------------------------------------
@@ -337,16 +354,16 @@ def run_md(clock: Clock, a, log) -> list[dict]:
     rows = run_mace(clock, a, log)
     clock.part_deadline = end
     limit = a.mem_fraction * memory_bytes(device)
-    for L in a.md_lmax:
-        history: dict[str, dict] = {}
-        for target in a.md_sizes:
-            reps = md_bench.fcc_reps(target)
-            n_atoms = 4 * reps[0] * reps[1] * reps[2]
-            atoms = graph = None
+    history: dict[tuple, dict] = {}  # (engine, l_max) -> its row at the previous size
+    for target in a.md_sizes:  # sizes outer: l_max 2 at 10k atoms (a target) before anything at 100k
+        reps = md_bench.fcc_reps(target)
+        n_atoms = 4 * reps[0] * reps[1] * reps[2]
+        atoms = graph = None
+        for L in a.md_lmax:
             for name, backend, engine in md_engines():
                 row = {"part": "md", "engine": name, "l_max": L, "atoms": n_atoms}
                 rows.append(row)
-                prev = history.get(name)
+                prev = history.get((name, L))
                 est = prev["peak_gb"] * 1e9 * n_atoms / prev["atoms"] if prev else 0.0
                 if clock.left() < 0:
                     row["skipped"] = "time guard (--max-seconds)"
@@ -369,13 +386,13 @@ def run_md(clock: Clock, a, log) -> list[dict]:
                     t, peak = time_md(clock, md_model(L, backend, engine, device), graph, a.md_cap)
                     row.update(edges=int(graph.edge_index.shape[1]), graph_ms=graph_ms, model_ms=1e3 * t["s"],
                                n=t["n"], peak_gb=peak, atom_steps_per_s=n_atoms / t["s"])
-                    history[name] = row
+                    history[(name, L)] = row
                 except Exception as exc:  # noqa: BLE001
                     row["skipped"] = ("out of memory" if _oom(exc) else f"{type(exc).__name__}: {exc}")[:160]
                 _free_memory(device)
                 log(row)
-            del atoms, graph
-            _free_memory(device)
+        del atoms, graph
+        _free_memory(device)
     return rows
 
 
@@ -398,7 +415,7 @@ def run_mace(clock: Clock, a, log) -> list[dict]:
     variants = [False, True] if cueq.available() else [False]
     cases = [{"part": "md", "engine": "mace-cueq" if c else "mace", "cueq": c, "l_max": L,
               "reps": md_bench.fcc_reps(n), "atoms": 4 * int(np.prod(md_bench.fcc_reps(n)))}
-             for L in a.md_lmax for n in a.md_sizes for c in variants]
+             for n in a.md_sizes for L in a.md_lmax for c in variants]
     env = mace_python_env(a)
     if env is None:
         rows = [dict(c, skipped="mace-torch does not import (see --mace-path)") for c in cases]

@@ -2,7 +2,8 @@
 # The lent GPU machine's script (issue 15; shared/notes/gpu.md, the device tool's README).
 #
 #   bash benchmarks/gpu.sh wheels        # HERE, before a GPU session: download the wheels into
-#                                        # wheels/ops (call 1) and wheels/rest (call 2), git-ignored
+#                                        # wheels/ops (call 1) and wheels/rest (call 2), git-ignored,
+#                                        # and compute cp's factor cache into wheels/rest/cp-cache
 #   bash benchmarks/gpu.sh install-ops   # DEVICE call 1 (carry wheels/ops): cuEquivariance's
 #                                        # 45 MB ops wheel into /tmp/site, mace-torch into /tmp/mace-site
 #   bash benchmarks/gpu.sh run           # DEVICE call 2 (carry wheels/rest), within the machine's warm
@@ -45,6 +46,11 @@ case "${1:-}" in
     download wheels/ops "${OPS_WHEELS[@]}" || exit 1
     download wheels/ops/mace "${MACE_WHEELS[@]}" || exit 1
     download wheels/rest "${REST_WHEELS[@]}" || exit 1
+    # cp's CP-ALS factors (minutes per L above 5 on one core), cached for the device's cp builds
+    py=$PYTHON
+    [ -x .venv/bin/python ] && py=.venv/bin/python
+    echo "gpu.sh: computing cp's factor cache into wheels/rest/cp-cache (about 10 minutes on one core) ..."
+    (cd benchmarks && MLIP_CACHE_DIR=../wheels/rest/cp-cache OMP_NUM_THREADS=1 ../"$py" -c "import gpu; gpu.warm_cp_cache()") || exit 1
     du -sh wheels/ops wheels/rest
     echo "carry wheels/ops in device call 1 (bash benchmarks/gpu.sh install-ops), wheels/rest in call 2 (run)"
     ;;
@@ -62,7 +68,7 @@ case "${1:-}" in
     [ -d "$SITE/cuequivariance_ops" ] || echo "gpu.sh: WARNING: $SITE has no cuequivariance_ops (call 1 not run on" \
       "this machine?): the cuequivariance engine falls back to its naive torch code"
     "$PYTHON" "${PIP_INSTALL[@]}" --target "$SITE" wheels/rest/*.whl || exit 1
-    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+    export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1 MLIP_CACHE_DIR="$PWD/wheels/rest/cp-cache"
     # mlip itself: an editable install (setuptools is there); else a tree of links with the layout
     if ! "$PYTHON" -m pip install -q --no-index --no-deps --no-build-isolation -e . >/dev/null 2>&1; then
       mkdir -p /tmp/mlip-src/mlip

@@ -141,7 +141,7 @@ def test_cuda_forward_syncs_only_to_validate(h):
     (graph already on the GPU) makes at most the validation syncs of ``Potential.forward``
     (finite positions, element range and known elements, minimum distance, finite energy: 6
     today), not one per layer, product or edge chunk, and no copy to the host."""
-    model = h.model("cg", "float32").to("cuda")
+    model = h.model("cg", "float32").with_engine("torch").to("cuda")  # mlip's own kernels
     g = mlip.atoms_to_graph(h.crystal(), 5.0).to("cuda")
     model(g, forces=True)
     torch.cuda.synchronize()
