@@ -20,6 +20,7 @@ from e3nn import o3
 __all__ = [
     "sh_values",
     "gauss_legendre_grid",
+    "mirror_signs",
     "torus_fourier_coefficients",
     "theta_integral",
     "gaunt_factor",
@@ -58,6 +59,18 @@ def gauss_legendre_grid(n_lat: int, n_lon: int) -> tuple[np.ndarray, np.ndarray]
     )
     weights = np.repeat(w, n_lon) / (2.0 * n_lon)
     return pts, weights
+
+
+def mirror_signs(y: np.ndarray, n_lat: int, n_lon: int) -> np.ndarray:
+    """Signs ``s_j = +-1`` with ``Y_j(x, y, -z) = s_j Y_j(x, y, z)``, from the values ``y [P, d]``
+    of the harmonics on a :func:`gauss_legendre_grid` (rings in ascending z: ring i mirrors
+    ring n_lat - 1 - i). Each of e3nn's real harmonics is even or odd under that reflection;
+    a basis where one is not raises ``RuntimeError``."""
+    v = y.reshape(n_lat, n_lon, -1)
+    s = np.where((v[::-1] * v).sum(axis=(0, 1)) >= 0, 1.0, -1.0)
+    if np.abs(v[::-1] - s * v).max() > 1e-9 * max(1.0, np.abs(v).max()):
+        raise RuntimeError("harmonics that are neither even nor odd under z -> -z")
+    return s
 
 
 def torus_points(n_u: int, n_v: int) -> np.ndarray:

@@ -27,20 +27,10 @@ import torch
 
 from mlip.errors import ConfigError
 
-from ..sphere import gauss_legendre_grid, sh_values
+from ..sphere import gauss_legendre_grid, mirror_signs, sh_values
 from .product import SphericalProductBackend
 
 __all__ = ["GridBackend", "exact_resolution"]
-
-
-def _mirror_signs(y: np.ndarray, n_lat: int, n_lon: int) -> np.ndarray:
-    """Sign ``s_j`` with ``Y_j(x, y, -z) = s_j Y_j(x, y, z)`` for each component (e3nn's real
-    harmonics are each even or odd under that reflection), checked on the grid ``y [P, d]``."""
-    v = y.reshape(n_lat, n_lon, -1)
-    s = np.where((v[::-1] * v).sum(axis=(0, 1)) >= 0, 1.0, -1.0)
-    if np.abs(v[::-1] - s * v).max() > 1e-9 * max(1.0, np.abs(v).max()):  # pragma: no cover - basis invariant
-        raise RuntimeError("grid: harmonics are not even or odd under z -> -z")
-    return s
 
 
 #: per-thread scratch buffers of the half-grid route on CPU: slot -> flat tensor, grown as needed
@@ -176,7 +166,7 @@ class GridBackend(SphericalProductBackend):
             north = slice((n_lat // 2) * n_lon, None)  # rings with z >= 0 (leggauss sorts ascending)
             halves = []
             for key, y, irs, off in (("1", y1, s.irs1, 0), ("2", y2, s.irs2, n1), ("3", y3, s.irs3, n1 + n2)):
-                h = _HalfGrid(irs, y[north], _mirror_signs(y, n_lat, n_lon), off)
+                h = _HalfGrid(irs, y[north], mirror_signs(y, n_lat, n_lon), off)
                 if n_lat % 2:
                     h.values[:n_lon, h.n_even :] = 0.0  # odd harmonics vanish on the equator
                 halves.append(h)

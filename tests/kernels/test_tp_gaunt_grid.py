@@ -258,3 +258,32 @@ def test_grid_outputs_do_not_share_scratch_memory():
     assert not torch.equal(y1, y2)
     for a, b in zip((y1, *g1), keep):
         assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("res", [None, (4, 9), (3, 5)])
+def test_symmetric_power_equals_powers_on_the_full_grid(res):
+    """SymmetricPower's numbers are those of the powers on the full grid, sum_k w_out[k] P_l3[f^k]
+    (odd and even n_lat, exact and coarse resolutions)."""
+    from mlip.kernels.tp.power import SymmetricPower
+
+    C, irr_in, irr_out = 2, "2x0e+2x1o+2x2e", "2x0e+2x1o+2x2e+2x3o"
+    sp = SymmetricPower(irr_in, irr_out, 3, resolution=res)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(5, sp.irreps_in.dim, dtype=F64, generator=g)
+    w = torch.randn(5, sp.weight_numel, dtype=F64, generator=g)
+    pts, qw = gauss_legendre_grid(*sp.resolution)
+    y_in = torch.from_numpy(sh_values([0, 1, 2], pts))  # [P, 9]
+    y_out = torch.from_numpy(sh_values([0, 1, 2, 3], pts))  # [P, 16]
+    dims_in, dims_out = [1, 3, 5], [1, 3, 5, 7]
+    wv = w.view(5, -1, C)  # [N, 3 + 3 * 4, C]
+    xs = torch.split(x, [C * d for d in dims_in], dim=1)
+    # per channel coefficients with the input weights, then values on the full grid
+    coef = torch.cat([b.view(5, C, d) * wv[:, i, :, None] for i, (b, d) in enumerate(zip(xs, dims_in))], dim=2)
+    f = coef @ y_in.T  # [N, C, P]
+    out = 0
+    for k in range(3):
+        proj = (f ** (k + 1) * torch.from_numpy(qw)) @ y_out  # [N, C, 16]
+        wk = torch.cat([wv[:, 3 + 4 * k + i, :, None].expand(5, C, d) for i, d in enumerate(dims_out)], dim=2)
+        out = out + proj * wk
+    ref = torch.cat([out[:, :, o : o + d].reshape(5, -1) for o, d in zip([0, 1, 4, 9], dims_out)], dim=1)
+    torch.testing.assert_close(sp(x, w), ref, rtol=1e-12, atol=1e-12)
