@@ -251,11 +251,10 @@ def md_engines() -> list[tuple[str, str, str]]:
     return out
 
 
-MACE_GPU_WORKER = md_bench.COMMON + r'''
+MACE_GPU_WORKER = md_bench.COMMON + md_bench.MACE_MODEL + r'''
 import torch
-from e3nn import o3
 import mace
-from mace import data as mdata, modules
+from mace import data as mdata
 from mace.tools import torch_geometric, utils
 
 job = json.loads(sys.argv[1])
@@ -274,15 +273,7 @@ def build(L, use_cueq):
         from mace.modules.wrapper_ops import CuEquivarianceConfig
         kw["cueq_config"] = CuEquivarianceConfig(enabled=True, layout="ir_mul", group="O3_e3nn", optimize_all=True,
                                                  conv_fusion=device.type == "cuda")
-    hidden = o3.Irreps("+".join(f"64x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(L + 1)))
-    return modules.ScaleShiftMACE(
-        r_max=5.0, num_bessel=8, num_polynomial_cutoff=5, max_ell=L,
-        interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
-        interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
-        num_interactions=2, num_elements=1, hidden_irreps=hidden, MLP_irreps=o3.Irreps("16x0e"),
-        atomic_energies=np.zeros(1), avg_num_neighbors=42.0, atomic_numbers=[29], correlation=3,
-        gate=torch.nn.functional.silu, radial_MLP=[64, 64, 64], atomic_inter_scale=1.0, atomic_inter_shift=0.0,
-        **kw).float().to(device).eval()
+    return mace_model(L, **kw).float().to(device).eval()
 
 rows, last = [], {}
 for case in job["cases"]:

@@ -110,11 +110,26 @@ print(json.dumps(dict(atoms=len(atoms), edges=int(graph.edge_index.shape[1]), bu
                       params=sum(p.numel() for p in model.parameters()), torch=torch.__version__)))
 '''
 
-MACE_WORKER = COMMON + r'''
+#: mace-torch's model matched to mlip's (plain text for the workers; ``kw``: e.g. cueq_config)
+MACE_MODEL = r'''
+def mace_model(L, **kw):
+    from e3nn import o3
+    from mace import modules
+    hidden = o3.Irreps("+".join(f"64x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(L + 1)))
+    return modules.ScaleShiftMACE(
+        r_max=5.0, num_bessel=8, num_polynomial_cutoff=5, max_ell=L,
+        interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
+        interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
+        num_interactions=2, num_elements=1, hidden_irreps=hidden, MLP_irreps=o3.Irreps("16x0e"),
+        atomic_energies=np.zeros(1), avg_num_neighbors=42.0, atomic_numbers=[29], correlation=3,
+        gate=torch.nn.functional.silu, radial_MLP=[64, 64, 64], atomic_inter_scale=1.0, atomic_inter_shift=0.0,
+        **kw)
+'''
+
+MACE_WORKER = COMMON + MACE_MODEL + r'''
 import torch
-from e3nn import o3
 import mace
-from mace import data as mdata, modules
+from mace import data as mdata, modules  # imported before the build is timed
 from mace.data.neighborhood import get_neighborhood
 from mace.tools import torch_geometric, utils
 
@@ -123,16 +138,8 @@ torch.set_num_threads(case["threads"])
 torch.manual_seed(0)
 atoms = structure(case["reps"])
 L = case["l_max"]
-hidden = o3.Irreps("+".join(f"64x{l}{'e' if l % 2 == 0 else 'o'}" for l in range(L + 1)))
 t = time.perf_counter()
-model = modules.ScaleShiftMACE(
-    r_max=5.0, num_bessel=8, num_polynomial_cutoff=5, max_ell=L,
-    interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
-    interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
-    num_interactions=2, num_elements=1, hidden_irreps=hidden, MLP_irreps=o3.Irreps("16x0e"),
-    atomic_energies=np.zeros(1), avg_num_neighbors=42.0, atomic_numbers=[29], correlation=3,
-    gate=torch.nn.functional.silu, radial_MLP=[64, 64, 64], atomic_inter_scale=1.0, atomic_inter_shift=0.0,
-).float().eval()
+model = mace_model(L).float().eval()
 build_s = time.perf_counter() - t
 pbc, cell = (True, True, True), atoms.cell.array
 nl_s, _, _ = timed(lambda: get_neighborhood(atoms.positions, cutoff=5.0, pbc=pbc, cell=cell))
