@@ -696,7 +696,7 @@ def main(argv=None) -> int:
     atomic_write_text(a.out, json.dumps(result, indent=1, default=str))
     text = report(result)
     print(text)
-    if not a.no_readme:
+    if not (a.no_readme or q):  # a quick run is a check, never a result
         write_readme_section("gpu" if device.type == "cuda" else "gpu-cpu", text)
     if meta["guard_hit"]:
         print(f"gpu.py: the time guard (--max-seconds {a.max_seconds:.0f}) skipped the remaining cases", flush=True)
