@@ -13,7 +13,17 @@ exactly. The default is the smallest exact grid: ``n_lat = ceil((L1+L2+L3+1)/2)`
 * for higher degrees, with ``h = f1 f2`` and ``h_>`` its part of degree > K - l3, the error
   of the degree-l3 block obeys ``||err_l3|| <= sqrt((2 l3 + 1) Q(h_>^2)) + ||P_l3 h_>||``,
   where Q is the grid quadrature (a Cauchy–Schwarz bound on the aliasing; the second term
-  is zero unless K - l3 < l3). ``tests/kernels/test_tp_grid.py`` checks it.
+  is zero unless K - l3 < l3). ``tests/kernels/test_tp_gaunt_grid.py`` checks it.
+
+Execution. With one function product (one parity class pair, no scalar input: the natural
+parity irreps of a potential) the product runs on half the grid (:class:`_HalfGridProduct`):
+the grid and the quadrature are symmetric under z -> -z and every harmonic is even or odd
+under it, so each transform is a GEMM of half the size, with the numbers of the full grid
+up to rounding, at every resolution. Its backward is written out and recomputes the grid
+values of each chunk (memory of the inputs and the output only); on CPU its temporaries live
+in per-thread scratch buffers (about 2 MB each at the default chunk size; at most
+``SCRATCH_MAX_NUMEL`` numbers each are kept). Other cases take the full grid with autograd ops
+(:class:`~mlip.kernels.tp.product.SphericalProductBackend`). Timings: ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -36,7 +46,7 @@ __all__ = ["GridBackend", "exact_resolution"]
 #: per-thread scratch buffers of the half-grid route on CPU: slot -> flat tensor, grown as needed
 _SCRATCH = threading.local()
 #: buffers above this many elements are not kept between calls
-SCRATCH_MAX_NUMEL = 1 << 24
+SCRATCH_MAX_NUMEL = 1 << 22
 
 
 def _workspace(like: torch.Tensor):
@@ -74,9 +84,7 @@ class _HalfGrid:
         self.n_even = len(even)
         irrep = [offset + i for i, ir in enumerate(irs) for _ in range(ir.dim)]
         self.rep = [irrep[j] for j in self.perm]  # weight row (irrep) of each permuted component
-        self.local = [irrep[j] - offset for j in self.perm]  # irrep index within the side
         self.inv = np.argsort(self.perm).tolist()
-        self.n_irreps = len(irs)
         self.values = y_half[:, self.perm]  # [Ph, d]: even columns, then odd
 
 
@@ -154,11 +162,7 @@ class GridBackend(SphericalProductBackend):
         # per-degree values of input 2: E2deg[j, (l2, q)] = E2[j, q] if j has degree index l2
         S2 = self._const64["S2"].numpy()
         self.add_const("E2deg", (S2.T[:, :, None] * y2.T[:, None, :]).reshape(y2.shape[1], -1))
-        # weight index (in the [n1 + n2 + n3] irreps of the weight layout) of each component
-        # row of input 1 and of the output (forward_rows)
         n1, n2 = len(s.irs1), len(s.irs2)
-        self.add_const("rep1", torch.tensor([i for i, ir in enumerate(s.irs1) for _ in range(ir.dim)]))
-        self.add_const("rep3", torch.tensor([n1 + n2 + i for i, ir in enumerate(s.irs3) for _ in range(ir.dim)]))
         # the reflection-symmetric route (one function product: no parity masks, no scalar side)
         self._half = None
         if self.scalar_side is None and len(self.class_pairs) == 1:
