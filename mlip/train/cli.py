@@ -179,6 +179,15 @@ def _resume_command(args) -> str:
     return shlex.join(words)
 
 
+def _resolve_device(device: str) -> str:
+    """The device ``train.device`` names (``auto``: CUDA when available)."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _fit(args, parser) -> int:
     from .config import load_config
 
@@ -190,6 +199,7 @@ def _fit(args, parser) -> int:
     if args.resume and args.overwrite:
         parser.error("fit: --resume and --overwrite exclude each other")
     cfg = load_config(args.config, args.overrides)
+    tune_from_cli(args, device=_resolve_device(cfg.train.device))  # malloc tuning helps CPU runs only
     from .trainer import TrainingInterrupted, fit
 
     def terminated(signum, frame):  # before and after the training loop, which handles it itself
@@ -325,8 +335,8 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = list(args.overrides) + extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    if args.command in ("fit", "demo"):
-        tune_from_cli(args)
+    if args.command == "demo":  # its config says train.device=auto
+        tune_from_cli(args, device=_resolve_device("auto"))
     try:
         if args.command == "fit":
             return _fit(args, parser)

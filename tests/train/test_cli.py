@@ -280,3 +280,23 @@ def test_eval_refuses_a_model_file_that_would_run_code(tmp_path, t):
     assert "weights_only" not in p.stderr and "corrupted" not in p.stderr
     assert not marker.exists()
 
+
+
+@pytest.mark.parametrize("device", ["cpu", "cuda"])
+def test_fit_tunes_malloc_only_for_cpu_runs(monkeypatch, device):
+    """The malloc tuning keeps freed host memory for reuse: it helps CPU runs only, so it follows
+    the config's train.device, read before the tuning."""
+    import mlip.allocator
+    import mlip.train.trainer
+    from mlip.train import cli
+
+    class Stop(Exception):
+        pass
+
+    applied = []
+    monkeypatch.setattr(mlip.allocator, "tune_cpu_allocator", lambda: applied.append(True) or True)
+    monkeypatch.setattr(mlip.train.trainer, "fit", lambda *a, **k: (_ for _ in ()).throw(Stop()))
+    example = Path(cli.__file__).parent / "configs" / "ethanol.yaml"
+    with pytest.raises(Stop):
+        cli.main(["fit", str(example), f"train.device={device}"])
+    assert applied == ([True] if device == "cpu" else [])
