@@ -1,12 +1,7 @@
-"""``benchmarks/tp.py``: benchmarks/README.md is rewritten only with ``--write-readme``, never by ``--quick``.
-
-(Kept here for want of a tests/benchmarks folder: the script is run in-process on a tiny case,
-with the README writer replaced by a recorder, and once as a subprocess for its argument check.)
-"""
+"""``benchmarks/tp.py``: benchmarks/README.md is rewritten only with ``--write-readme``, never by ``--quick``."""
 
 from __future__ import annotations
 
-import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -20,14 +15,8 @@ TINY = ["--L", "1", "--N", "4", "--C", "2", "--backends", "cg", "--no-e3nn", "--
 
 
 @pytest.fixture
-def tp(monkeypatch):
-    """The script as a module, its README writer recording calls instead of writing."""
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    module = importlib.import_module("tp")
-    calls = []
-    monkeypatch.setattr(module, "write_readme_section", lambda name, text: calls.append((name, text)))
-    module.readme_calls = calls
-    return module
+def tp(benchmark_script):
+    return benchmark_script("tp")
 
 
 def test_readme_only_with_write_readme(tp, tmp_path, capsys):

@@ -4,7 +4,6 @@ target checks and a tiny run of every part (its full ``--quick`` check takes min
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
@@ -15,14 +14,8 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
 @pytest.fixture
-def gpu(monkeypatch):
-    """The script as a module, its README writer recording calls instead of writing."""
-    monkeypatch.syspath_prepend(str(BENCHMARKS))
-    module = importlib.import_module("gpu")
-    calls = []
-    monkeypatch.setattr(module, "write_readme_section", lambda name, text: calls.append((name, text)))
-    module.readme_calls = calls
-    return module
+def gpu(benchmark_script):
+    return benchmark_script("gpu")
 
 
 def test_time_guard_skips_every_case_and_says_so(gpu, tmp_path, capsys):
