@@ -178,6 +178,14 @@ class CPBackend(TPBackend):
         z = self.const("Ct", x1).t() @ (u.view(-1, n, C) * v.view(-1, n, x2.shape[2])).view(-1, n * C)
         return z.view(-1, n, C) * weight
 
+    def transform_flops(self, n: int) -> tuple[int, int]:
+        """GEMM flops ``(forward, backward)`` of the three factor products on ``n`` samples, by
+        their shapes (``u``, ``v`` and the output; the backward applies their transposes): the
+        yardstick of ``benchmarks/tp.py``'s GEMM-rate column."""
+        s = self.spec
+        f = 2 * n * self.rank * (s.channels * (s.d1 + s.d3) + s.channels2 * s.d2)
+        return f, f
+
     def report(self) -> dict:
         """Rank, relative decomposition error ``||T_cp - T|| / ||T||`` and the equivariance
         error ``||f(D x1, D x2) - D f(x1, x2)|| / ||f(x1, x2)||`` (random inputs and rotation,

@@ -115,9 +115,13 @@ class _HalfGridProduct(torch.autograd.Function):
         impl, rows = ctx.impl, ctx.rows
         need = ctx.needs_input_grad[2:]
         if torch.is_grad_enabled():  # create_graph: derivatives of the gradient are wanted
-            ins = [t for t, k in zip((x1, x2, weight), need) if k]
+            # fresh nodes (views) stand for the inputs, so that each gradient is the partial
+            # derivative along this product only (x1 may itself depend on x2, e.g. in a
+            # potential's second layer), while it stays differentiable in the inputs
             with torch.enable_grad():
-                y = impl._half_reference(rows, x1, x2, weight)
+                a1, a2, aw = (t.view_as(t) for t in (x1, x2, weight))
+                y = impl._half_reference(rows, a1, a2, aw)
+            ins = [t for t, k in zip((a1, a2, aw), need) if k]
             gs = iter(torch.autograd.grad(y, ins, gy, create_graph=True))
             return (None, None, *(next(gs) if k else None for k in need))
         return (None, None, *impl._half_backward(rows, x1, x2, weight, yu, gy.contiguous(), need))

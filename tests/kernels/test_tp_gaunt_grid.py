@@ -287,3 +287,29 @@ def test_symmetric_power_equals_powers_on_the_full_grid(res):
         out = out + proj * wk
     ref = torch.cat([out[:, :, o : o + d].reshape(5, -1) for o, d in zip([0, 1, 4, 9], dims_out)], dim=1)
     torch.testing.assert_close(sp(x, w), ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", GAUNT_BACKENDS)
+def test_force_like_gradient_when_x1_depends_on_x2(backend):
+    """A potential's second layer: x1 is itself a function of x2 (both of the positions). The
+    gradient with create_graph (training on forces) equals the plain one and that of the full
+    grid's autograd ops; each input's gradient is the partial along this product only."""
+    from mlip.kernels.tp.product import SphericalProductBackend
+
+    in1, in2, out = case("channelwise", 2, C=3)
+    tp = TensorProduct(in1, in2, out, backend=backend)
+    g = torch.Generator().manual_seed(6)
+    x2 = torch.randn(5, tp.irreps_in2.dim, dtype=F64, generator=g, requires_grad=True)
+    mix = torch.randn(tp.irreps_in2.dim, tp.irreps_in1.dim, dtype=F64, generator=g)
+    w = torch.randn(5, tp.weight_numel, dtype=F64, generator=g, requires_grad=True)
+
+    def energy(f):
+        x1 = torch.tanh(x2 @ mix)  # depends on x2
+        return f(x1, x2, w).square().sum()
+
+    plain = torch.autograd.grad(energy(tp), (x2, w))
+    graph = torch.autograd.grad(energy(tp), (x2, w), create_graph=True)
+    full = torch.autograd.grad(energy(lambda a, b, c: SphericalProductBackend.forward(tp.impl, a, b, c)), (x2, w))
+    for a, b, c in zip(plain, graph, full):
+        torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(a, c, rtol=1e-12, atol=1e-12)
