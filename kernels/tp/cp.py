@@ -178,6 +178,13 @@ class CPBackend(TPBackend):
         z = self.const("Ct", x1).t() @ (u.view(-1, n, C) * v.view(-1, n, x2.shape[2])).view(-1, n * C)
         return z.view(-1, n, C) * weight
 
+    def floats_per_sample(self) -> int:
+        """The largest intermediate per sample is ``u`` (and ``u * v``): ``C R`` numbers, more
+        than the features' ``C d`` once the rank exceeds the irreps' dimension (``7 L^2`` does
+        at every ``L >= 1``); sized by it, the CPU chunks keep it near ``CHUNK_FLOATS``."""
+        s = self.spec
+        return s.channels * max(s.d1, s.d2, s.d3, self.rank)
+
     def transform_flops(self, n: int) -> tuple[int, int]:
         """GEMM flops ``(forward, backward)`` of the three factor products on ``n`` samples, by
         their shapes (``u``, ``v`` and the output; the backward applies their transposes): the

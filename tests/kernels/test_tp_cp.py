@@ -104,3 +104,19 @@ def test_failed_cache_write_leaves_nothing(tmp_path, monkeypatch):
     tp = TensorProduct(in1, in2, out, backend="cp", rank=20, iters=50)
     assert tp.impl.rank == 20
     assert list(cache_dir().iterdir()) == []
+
+
+@pytest.mark.parametrize("mode", ["channelwise", "elementwise"])
+def test_chunk_size_follows_the_rank(mode):
+    """The CPU chunk is sized by the largest intermediate, ``u = A^T x1`` with C R numbers per
+    sample (R above the irreps' dimension at the default rank), not by the features' C d."""
+    from mlip.kernels.tp.interface import CHUNK_FLOATS
+
+    in1, in2, out = case(mode, 4, C=8)
+    tp = TensorProduct(in1, in2, out, mode=mode, backend="cp")
+    s = tp.impl.spec
+    assert tp.impl.rank > max(s.d1, s.d2, s.d3)
+    assert tp.impl.floats_per_sample() == 8 * tp.impl.rank
+    assert tp.chunk_size == max(16, CHUNK_FLOATS // (8 * tp.impl.rank))
+    low = TensorProduct(in1, in2, out, mode=mode, backend="cp", rank=2)  # below d: the features
+    assert low.impl.floats_per_sample() == 8 * max(s.d1, s.d2, s.d3)
