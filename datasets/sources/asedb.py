@@ -48,6 +48,7 @@ from ..structure import checked_structure
 from .base import Source, Unit, stable_id
 from .extxyz import ENERGY_KEYS, FORCE_KEYS, STRESS_KEYS
 from .lmdb_files import import_lmdb, open_lmdb
+from .safe_pickle import DecompressionLimitError, gunzip_bounded
 
 LMDB_SUFFIXES = (".aselmdb", ".lmdb")
 RESERVED_KEYS = (b"nextid", b"deleted_ids", b"metadata")
@@ -68,15 +69,14 @@ def decode_value(raw: bytes, max_bytes: int = MAX_ROW_BYTES):
     """
     from ase.io.jsonio import decode
 
-    d = zlib.decompressobj()
     try:
-        text = d.decompress(raw, max_bytes)
+        text = gunzip_bounded(raw, max_bytes)
+    except DecompressionLimitError:
+        raise ValueError(f"decompresses to more than {max_bytes} bytes") from None
     except zlib.error as exc:
         raise ValueError(f"not zlib data ({exc})") from None
-    if d.unconsumed_tail:
-        raise ValueError(f"decompresses to more than {max_bytes} bytes")
-    if not d.eof:
-        raise ValueError("truncated zlib stream")
+    except EOFError:
+        raise ValueError("truncated zlib stream") from None
     try:
         return decode(text.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
