@@ -17,7 +17,7 @@ directory of shards (``shard-00000.h5`` ...) plus ``manifest.json``.
   is never opened for writing again.
 * The output is locked (:func:`mlip.atomic.output_lock`, ``<OUT>.lock``) for the
   whole run: a second ``convert`` (or ``split``) of the same OUT fails at once
-  with :class:`~mlip.atomic.OutputLockedError` instead of mixing its data in.
+  with :class:`~mlip.errors.OutputLockedError` instead of mixing its data in.
 """
 
 from __future__ import annotations

@@ -231,7 +231,7 @@ def split_shards(paths: list[str | Path], fractions=(0.8, 0.1, 0.1), seed: int =
 
     Holds the output lock of the dataset (:func:`lock_target`) meanwhile: a concurrent
     ``convert`` or ``split`` of the same output fails with
-    :class:`~mlip.atomic.OutputLockedError`. The shards themselves are only read.
+    :class:`~mlip.errors.OutputLockedError`. The shards themselves are only read.
 
     Returns:
         split name -> number of structures.

@@ -21,7 +21,7 @@ import secrets
 from pathlib import Path
 from typing import IO, Iterator
 
-from .errors import OutputExistsError
+from .errors import OutputLockedError
 
 __all__ = ["temporary_path", "atomic_path", "atomic_open", "atomic_write_text", "atomic_write_bytes",
            "remove_stale_temporaries", "output_lock", "lock_path", "OutputLockedError"]
@@ -147,10 +147,6 @@ def remove_stale_temporaries(folder: str | Path, name: str | None = None) -> lis
             p.unlink()
             removed.append(p)
     return removed
-
-
-class OutputLockedError(OutputExistsError):
-    """Another process holds the :func:`output_lock` of an output (it is writing it now)."""
 
 
 def lock_path(path: str | Path) -> Path:

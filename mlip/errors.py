@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 __all__ = ["MLIPError", "ConfigError", "KernelInputError", "DataError", "StructureError", "CheckpointError",
-           "OutputExistsError"]
+           "OutputExistsError", "OutputLockedError"]
 
 
 class MLIPError(ValueError):
@@ -79,3 +79,7 @@ class CheckpointError(MLIPError):
 class OutputExistsError(MLIPError):
     """An output (run folder, converted data, model file) already exists and would be
     overwritten; the message says which flag allows it (``--resume``, ``--overwrite``)."""
+
+
+class OutputLockedError(OutputExistsError):
+    """Another process holds the :func:`mlip.atomic.output_lock` of an output (it is writing it now)."""
