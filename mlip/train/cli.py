@@ -179,15 +179,6 @@ def _resume_command(args) -> str:
     return shlex.join(words)
 
 
-def _resolve_device(device: str) -> str:
-    """The device ``train.device`` names (``auto``: CUDA when available)."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _fit(args, parser) -> int:
     from .config import load_config
 
@@ -199,7 +190,9 @@ def _fit(args, parser) -> int:
     if args.resume and args.overwrite:
         parser.error("fit: --resume and --overwrite exclude each other")
     cfg = load_config(args.config, args.overrides)
-    tune_from_cli(args, device=_resolve_device(cfg.train.device))  # malloc tuning helps CPU runs only
+    from .distributed import resolve_device
+
+    tune_from_cli(args, device=resolve_device(cfg.train.device))  # malloc tuning helps CPU runs only
     from .trainer import TrainingInterrupted, fit
 
     def terminated(signum, frame):  # before and after the training loop, which handles it itself
@@ -336,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command == "demo":  # its config says train.device=auto
-        tune_from_cli(args, device=_resolve_device("auto"))
+        from .distributed import resolve_device
+
+        tune_from_cli(args, device=resolve_device("auto"))
     try:
         if args.command == "fit":
             return _fit(args, parser)

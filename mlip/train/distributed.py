@@ -42,13 +42,19 @@ class DistInfo:
         return self.world_size > 1
 
 
+def resolve_device(device: str) -> str:
+    """The device ``train.device`` names: ``cpu``, ``cuda``, or for ``auto`` ``cuda`` when available."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the process group described by the environment (if any) and pick the device.
 
     ``device``: ``cpu``, ``cuda`` or ``auto`` (``cuda`` when available).
     """
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("train.device: cuda requested but no CUDA device is available")
     world = int(os.environ.get("WORLD_SIZE", "1"))
