@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from .atomic import atomic_path
+from .errors import CheckpointError
 
 __all__ = ["invariant_descriptors", "DescriptorIndex", "recall_at_k", "main"]
 
@@ -196,11 +197,12 @@ class DescriptorIndex:
     @classmethod
     def load(cls, path) -> "DescriptorIndex":
         """Read an index written by :meth:`save`."""
+        from mlip.io import read_plain_file
         from mlip.kernels.operators.turboquant import TurboQuantMSE
 
-        st = torch.load(path, map_location="cpu", weights_only=True)
+        st = read_plain_file(path, unreadable="not a readable descriptor index")
         if not isinstance(st, dict) or st.get("format") != "mlip.DescriptorIndex/1":
-            raise ValueError(f"{path}: not a descriptor index")
+            raise CheckpointError(f"{path}: not a descriptor index")
         self = cls.__new__(cls)
         self.dim, self.bits, self.seed = int(st["dim"]), int(st["bits"]), int(st["seed"])
         self.mean, self.codes, self.norms = st["mean"], st["codes"], st["norms"]

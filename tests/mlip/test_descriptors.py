@@ -100,3 +100,20 @@ def test_cli_help_and_bad_input(tmp_path):
     assert "-o OUT, --out OUT" in p.stdout and "--query" in p.stdout and "--bits" in p.stdout
     p = _cli(str(tmp_path / "missing.pt"), str(DATA), "--bits", "9")
     assert p.returncode == 2 and "--bits: expected 1..8, got 9" in p.stderr
+
+
+def test_index_file_that_would_run_code_is_refused(tmp_path):
+    """An index is read like every mlip file (mlip.io.read_plain_file): code is never run, the
+    error says so and names the file, and a foreign file is not taken for an index."""
+    import pytest
+    import torch
+
+    from mlip.errors import CheckpointError
+
+    torch.save({"format": "mlip.DescriptorIndex/1", "hook": print}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match=r"evil.pt: refused: loading this file would run code") as err:
+        DescriptorIndex.load(tmp_path / "evil.pt")
+    assert "weights_only=False" not in str(err.value)
+    torch.save({"format": "something else"}, tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="other.pt: not a descriptor index"):
+        DescriptorIndex.load(tmp_path / "other.pt")
