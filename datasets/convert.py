@@ -31,6 +31,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from mlip.atomic import output_lock
+from mlip.errors import OutputExistsError
 
 from .errors import DataError, SkipReport
 from .manifest import H5_SUFFIXES, MANIFEST, new_manifest, read_manifest, shard_name, write_manifest
@@ -86,7 +87,8 @@ def convert(fmt: str, sources, out, *, options: SourceOptions | None = None, sha
 
     Raises:
         DataError: for bad input without ``skip_bad``, or nothing converted.
-        FileExistsError: if ``out`` exists (complete) and ``overwrite`` is False.
+        mlip.errors.OutputExistsError: if ``out`` exists (complete) and ``overwrite`` is False
+            (:class:`~mlip.errors.OutputLockedError` if another process is converting into it).
     """
     if fmt not in SOURCES:
         raise ValueError(f"unknown format {fmt!r}; choose from {sorted(SOURCES)}")
@@ -111,7 +113,7 @@ def _convert_locked(fmt, source, out: Path, options, shard_size, skip_bad, resum
                    "compression": compression}
     if single:
         if out.exists() and not overwrite:
-            raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+            raise OutputExistsError(f"{out} exists; pass --overwrite to replace it")
         manifest, done = None, []
     else:
         manifest, done = _prepare_directory(out, fingerprint, resume, overwrite, fmt)
@@ -174,14 +176,15 @@ def _prepare_directory(out: Path, fingerprint: dict, resume: bool, overwrite: bo
         if overwrite:
             manifest = None
         elif manifest.get("complete"):
-            raise FileExistsError(f"{out} holds a complete conversion; pass --overwrite to replace it")
+            raise OutputExistsError(f"{out} holds a complete conversion; pass --overwrite to replace it")
         elif manifest.get("options") != fingerprint:
             raise ValueError(f"{out} holds a partial conversion made with other sources or options; "
                              "rerun with the same command to resume, or pass --overwrite")
     elif resume:
         raise FileNotFoundError(f"--resume: no partial conversion in {out} (no {MANIFEST})")
     elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not an mlip conversion; choose another OUT or pass --overwrite")
+        raise OutputExistsError(f"{out} exists and is not an mlip conversion; choose another OUT or pass "
+                                "--overwrite")
     out.mkdir(parents=True, exist_ok=True)
     keep = {s["path"] for s in manifest["shards"]} if manifest else set()
     if manifest is not None:

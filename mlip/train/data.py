@@ -27,7 +27,7 @@ from torch_geometric.data import Batch, Data
 from mlip.datasets import BatchLoader, CompositionStats, StreamingDataset, composition_stats, convert, resolve_paths
 from mlip.datasets.sources import SourceOptions
 from mlip.datasets.sources.extxyz import FORCE_KEYS, is_xyz
-from mlip.errors import DataError
+from mlip.errors import DataError, OutputExistsError, OutputLockedError
 from mlip.graph import build_graph
 
 __all__ = ["DataError", "resolve_dataset", "scan", "fit_e0s", "average_e0s", "isolated_e0s", "compute_e0s",
@@ -112,8 +112,9 @@ def resolve_dataset(paths: list[str], *, cache_dir: Path, pbc: str = "none", ene
             try:
                 convert("extxyz", [p], cached, options=opts, split_fractions=tuple(split_fractions),
                         split_seed=split_seed, progress=progress)
-            except FileExistsError:  # converted meanwhile by another process
-                pass
+            except OutputExistsError as exc:  # converted meanwhile by another process: use it
+                if isinstance(exc, OutputLockedError):  # still being converted by another process
+                    raise DataError(p, "", f"cannot convert to HDF5: {exc}") from None
             except ValueError as exc:
                 raise DataError(p, "", f"cannot convert to HDF5: {_renamed_options(exc, options_from)}") from None
         if not cached.exists():

@@ -52,6 +52,11 @@ def test_cli_single_file_info_split(tmp_path, rmd17_excerpt, capsys):
     # existing output: refused without --overwrite (exit status 2, message names the file)
     assert main(["convert", "--format", "extxyz", str(rmd17_excerpt), "-o", str(out), "--quiet"]) == 2
     assert "exists" in capsys.readouterr().err
+    from mlip.datasets import convert
+    from mlip.errors import OutputExistsError
+
+    with pytest.raises(OutputExistsError, match=f"{out} exists; pass --overwrite"):  # the one "output exists" error
+        convert("extxyz", [rmd17_excerpt], out, progress=False)
     assert main(["convert", "--format", "extxyz", str(rmd17_excerpt), "-o", str(out), "--quiet", "--overwrite"]) == 0
 
 
