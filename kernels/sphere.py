@@ -39,12 +39,17 @@ def sh_values(ls, points: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=None)
-def gauss_legendre_grid(n_lat: int, n_lon: int) -> tuple[np.ndarray, np.ndarray]:
-    """Gauss–Legendre (in cos theta) x uniform (in phi) grid on the sphere.
+def gauss_legendre_grid(n_lat: int, n_lon: int, polar: str = "z") -> tuple[np.ndarray, np.ndarray]:
+    """Gauss–Legendre (in cos theta) x uniform (in phi) grid on the sphere, with theta measured
+    from the ``polar`` axis: ``"z"`` (points ``(sin t cos p, sin t sin p, cos t)``) or ``"y"``
+    (the same points rotated by the cyclic permutation x -> z -> y -> x, i.e.
+    ``(sin t sin p, cos t, sin t cos p)``: e3nn's polar axis, about which the real harmonic of
+    index ``m`` is even or odd under the mirror as ``l + |m|``).
 
-    Returns ``points [n_lat*n_lon, 3]`` and quadrature ``weights [n_lat*n_lon]`` summing to 1
-    (the mean over the sphere). Exact for spherical polynomials of degree
-    <= min(2 n_lat - 1, n_lon - 1).
+    Returns ``points [n_lat*n_lon, 3]`` (rings in ascending polar coordinate) and quadrature
+    ``weights [n_lat*n_lon]`` summing to 1 (the mean over the sphere). Exact for spherical
+    polynomials of degree <= min(2 n_lat - 1, n_lon - 1), whatever the axis (a rotation maps
+    that space onto itself).
     """
     x, w = np.polynomial.legendre.leggauss(n_lat)
     phi = 2 * np.pi * np.arange(n_lon) / n_lon
@@ -57,19 +62,24 @@ def gauss_legendre_grid(n_lat: int, n_lon: int) -> tuple[np.ndarray, np.ndarray]
         ],
         axis=1,
     )
+    if polar == "y":
+        pts = pts[:, [1, 2, 0]].copy()
+    elif polar != "z":
+        raise ValueError(f"gauss_legendre_grid: polar must be 'z' or 'y', got {polar!r}")
     weights = np.repeat(w, n_lon) / (2.0 * n_lon)
     return pts, weights
 
 
 def mirror_signs(y: np.ndarray, n_lat: int, n_lon: int) -> np.ndarray:
-    """Signs ``s_j = +-1`` with ``Y_j(x, y, -z) = s_j Y_j(x, y, z)``, from the values ``y [P, d]``
-    of the harmonics on a :func:`gauss_legendre_grid` (rings in ascending z: ring i mirrors
-    ring n_lat - 1 - i). Each of e3nn's real harmonics is even or odd under that reflection;
-    a basis where one is not raises ``RuntimeError``."""
+    """Signs ``s_j = +-1`` with ``Y_j(mirrored r) = s_j Y_j(r)`` under the reflection of the
+    polar axis of a :func:`gauss_legendre_grid`, from the values ``y [P, d]`` of the harmonics
+    on it (rings in ascending polar coordinate: ring i mirrors ring n_lat - 1 - i). Each of
+    e3nn's real harmonics is even or odd under the reflection of a coordinate axis; a basis
+    where one is not raises ``RuntimeError``."""
     v = y.reshape(n_lat, n_lon, -1)
     s = np.where((v[::-1] * v).sum(axis=(0, 1)) >= 0, 1.0, -1.0)
     if np.abs(v[::-1] - s * v).max() > 1e-9 * max(1.0, np.abs(v).max()):
-        raise RuntimeError("harmonics that are neither even nor odd under z -> -z")
+        raise RuntimeError("harmonics that are neither even nor odd under the mirror of the polar axis")
     return s
 
 

@@ -82,6 +82,14 @@ class Constants(torch.nn.Module):
         return t
 
 
+def run_in_chunks(fn, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, k: int) -> torch.Tensor:
+    """``fn(x1, x2, weight)`` on consecutive chunks of ``k`` samples, concatenated (``weight``
+    ``[N, numel]`` is cut with the inputs, ``[1, numel]`` is shared)."""
+    n = x1.shape[0]
+    ws = weight.split(k) if weight.shape[0] == n else [weight] * ((n + k - 1) // k)
+    return torch.cat([fn(a, b, w) for a, b, w in zip(x1.split(k), x2.split(k), ws)])
+
+
 class TPBackend(Constants):
     """Base class of backends: the description of the product plus its constants."""
 
@@ -114,6 +122,12 @@ class TPBackend(Constants):
     #: options under which the product is exactly equivariant (``cp`` is only approximately
     #: so below full rank); checks that need exactness (tests, parity checks) pass these
     exact_options: dict = {}
+
+    def forward_chunked(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, k: int) -> torch.Tensor:
+        """The product on CPU in chunks of ``k`` samples (``N > k``, multiplicity-major inputs,
+        ``weight [N|1, numel]``). By default each chunk runs on its own and the results are
+        concatenated; a backend may run the chunks inside one autograd node instead."""
+        return run_in_chunks(self, x1, x2, weight, k)
 
     def forward_rows(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """The product on stacked component-major rows (:meth:`RowPlan.stack`): ``x1 [D1, N, C]``,

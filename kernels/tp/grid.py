@@ -75,15 +75,28 @@ def _workspace(like: torch.Tensor):
 
 class _HalfGrid:
     """Constants of the reflection-symmetric route (see :class:`_HalfGridProduct`) for one
-    side: the component order (even components first), the grid values on the northern half."""
+    side (x1, x2 or the output). The grid's polar axis is e3nn's y, about which component
+    ``k`` of a degree-l block (``m = k - l``) is even under the mirror for even ``k`` and odd
+    for odd ``k``. The permuted order: the even components of every irrep (in irrep order),
+    then the odd ones. ``blocks``: one ``(irrep i, weight row, first component s, count,
+    first permuted row)`` per (irrep, parity) with components: the permuted rows
+    ``[r, r + count)`` are the block's components ``s, s + 2, ...``, a strided view."""
 
     def __init__(self, irs, y_half: np.ndarray, signs: np.ndarray, offset: int):
-        even = [j for j in range(len(signs)) if signs[j] > 0]
-        odd = [j for j in range(len(signs)) if signs[j] < 0]
-        self.perm = even + odd
-        self.n_even = len(even)
-        irrep = [offset + i for i, ir in enumerate(irs) for _ in range(ir.dim)]
-        self.rep = [irrep[j] for j in self.perm]  # weight row (irrep) of each permuted component
+        dims = [ir.dim for ir in irs]
+        offs = np.cumsum([0] + dims)
+        want = np.concatenate([np.where(np.arange(d) % 2 == 0, 1.0, -1.0) for d in dims])
+        if not np.array_equal(signs, want):
+            raise RuntimeError("grid: harmonics whose mirror parity is not that of their index (polar axis y)")
+        self.blocks, self.perm = [], []
+        for s in (0, 1):
+            for i, d in enumerate(dims):
+                comps = list(range(s, d, 2))
+                if comps:
+                    self.blocks.append((i, offset + i, s, len(comps), len(self.perm)))
+                    self.perm += [int(offs[i]) + k for k in comps]
+        self.n_even = sum(1 for d in dims for _ in range(0, d, 2))
+        self.rep = [wrow for _, wrow, _, k, _ in self.blocks for _ in range(k)]  # weight row per permuted row
         self.inv = np.argsort(self.perm).tolist()
         self.values = y_half[:, self.perm]  # [Ph, d]: even columns, then odd
 
@@ -103,28 +116,63 @@ class _HalfGridProduct(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, impl, rows, x1, x2, weight):
+    def forward(ctx, impl, rows, chunk, x1, x2, weight):
         ctx.impl, ctx.rows = impl, rows
-        y, yu = impl._half_forward(rows, x1, x2, weight, keep=True)
-        ctx.save_for_backward(x1, x2, weight, yu)
+        ctx.spans = _spans(x1.shape[1] if rows else x1.shape[0], chunk)
+        if len(ctx.spans) == 1:
+            y, yu = impl._half_forward(rows, x1, x2, weight, keep=True)
+            yus = [yu]
+        else:  # chunks of a multiplicity-major product, written straight into one output
+            y = x1.new_empty(x1.shape[0], impl.spec.irreps_out.dim)
+            yus = [impl._half_forward(rows, x1[a:b], x2[a:b], _rows_of(weight, a, b), keep=True, out=y[a:b])[1]
+                   for a, b in ctx.spans]
+        ctx.save_for_backward(x1, x2, weight, *yus)
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        x1, x2, weight, yu = ctx.saved_tensors
-        impl, rows = ctx.impl, ctx.rows
-        need = ctx.needs_input_grad[2:]
+        x1, x2, weight, *yus = ctx.saved_tensors
+        impl, rows, spans = ctx.impl, ctx.rows, ctx.spans
+        need = ctx.needs_input_grad[3:]
         if torch.is_grad_enabled():  # create_graph: derivatives of the gradient are wanted
             # fresh nodes (views) stand for the inputs, so that each gradient is the partial
             # derivative along this product only (x1 may itself depend on x2, e.g. in a
             # potential's second layer), while it stays differentiable in the inputs
             with torch.enable_grad():
                 a1, a2, aw = (t.view_as(t) for t in (x1, x2, weight))
-                y = impl._half_reference(rows, a1, a2, aw)
+                if len(spans) == 1:
+                    y = impl._half_reference(rows, a1, a2, aw)
+                else:  # multiplicity-major chunks (samples on dim 0)
+                    y = torch.cat([impl._half_reference(rows, a1[a:b], a2[a:b], _rows_of(aw, a, b)) for a, b in spans])
             ins = [t for t, k in zip((a1, a2, aw), need) if k]
             gs = iter(torch.autograd.grad(y, ins, gy, create_graph=True))
-            return (None, None, *(next(gs) if k else None for k in need))
-        return (None, None, *impl._half_backward(rows, x1, x2, weight, yu, gy.contiguous(), need))
+            return (None, None, None, *(next(gs) if k else None for k in need))
+        gy = gy.contiguous()
+        if len(spans) == 1:
+            return (None, None, None, *impl._half_backward(rows, x1, x2, weight, yus[0], gy, need))
+        # chunks: each one's gradients go straight into their rows of the whole gradients
+        shared = weight.shape[0] == 1
+        outs = [t.new_empty(t.shape) if k else None for t, k in zip((x1, x2, weight), need)]
+        if shared and need[2]:
+            outs[2].zero_()
+        for (a, b), yu in zip(spans, yus):
+            o = [None if t is None else t[a:b] for t in outs[:2]] + [None if shared or not need[2] else outs[2][a:b]]
+            g = impl._half_backward(rows, x1[a:b], x2[a:b], _rows_of(weight, a, b), yu, gy[a:b], need, out=o)
+            if shared and need[2]:
+                outs[2] += g[2]
+        return (None, None, None, *outs)
+
+
+def _spans(n: int, chunk: int) -> list[tuple[int, int]]:
+    """``[a, b)`` ranges of at most ``chunk`` samples covering ``n`` (one range when chunk is 0)."""
+    if not chunk or n <= chunk:
+        return [(0, n)]
+    return [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+
+
+def _rows_of(weight: torch.Tensor, a: int, b: int) -> torch.Tensor:
+    """Samples ``[a, b)`` of per-sample weights; shared weights ``[1, numel]`` as they are."""
+    return weight if weight.shape[0] == 1 else weight[a:b]
 
 
 def exact_resolution(L1: int, L2: int, L3: int) -> tuple[int, int]:
@@ -155,7 +203,8 @@ class GridBackend(SphericalProductBackend):
             raise ConfigError(f"grid: option resolution must be (n_lat, n_lon) with positive integers, got {r!r}")
         self.resolution = res
         self.exact = res[0] >= exact[0] and res[1] >= exact[1]
-        pts, w = gauss_legendre_grid(*res)
+        pts, w = gauss_legendre_grid(*res, polar="y")
+        self.points, self.quadrature = pts, w  # the grid (polar axis e3nn's y) and its weights
         s = self.spec
         y1 = sh_values([ir.l for ir in s.irs1], pts)  # [P, d1]
         y2 = sh_values([ir.l for ir in s.irs2], pts)
@@ -178,11 +227,12 @@ class GridBackend(SphericalProductBackend):
                 if n_lat % 2:
                     h.values[:n_lon, h.n_even :] = 0.0  # odd harmonics vanish on the equator
                 halves.append(h)
+                # permuted rows <-> component rows, and the weight row of each permuted row
                 self.add_const("hperm" + key, torch.tensor(h.perm))
-                self.add_const("hrep" + key, torch.tensor(h.rep))
                 self.add_const("hinv" + key, torch.tensor(h.inv))
-                # multiplicity-major layout [N, C*d]: column of (permuted component j, channel c)
-                # is cols[j * C + c]; the inverse for the way back
+                self.add_const("hrep" + key, torch.tensor(h.rep))
+                # multiplicity-major [N, C*d] -> [N, d*C] in the permuted order: column of
+                # (permuted component j, channel c) is cols[j * C + c]; the inverse for the way back
                 chans = s.channels2 if key == "2" else s.channels
                 offs = np.cumsum([0] + [ir.dim for ir in irs])
                 where = [(i, k) for i, ir in enumerate(irs) for k in range(ir.dim)]
@@ -202,7 +252,7 @@ class GridBackend(SphericalProductBackend):
                 else:
                     self.add_const(f"H{key}e", h.values[:, : h.n_even].copy())  # [Ph, de]
                     self.add_const(f"H{key}o", h.values[:, h.n_even :].copy())
-            self._half = halves
+            self._half = dict(zip("123", halves))
 
     def _values2(self, x2, w2, mask):
         if self.spec.mode != "channelwise":
@@ -224,7 +274,15 @@ class GridBackend(SphericalProductBackend):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if self._half is None:
             return super().forward(x1, x2, weight)
-        return _HalfGridProduct.apply(self, False, x1, x2, weight)
+        return _HalfGridProduct.apply(self, False, 0, x1, x2, weight)
+
+    def forward_chunked(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, k: int) -> torch.Tensor:
+        """On the half-grid route the chunks run inside one autograd node: outputs and
+        gradients are written into their rows of one tensor (no concatenation, forward or
+        backward)."""
+        if self._half is None:
+            return super().forward_chunked(x1, x2, weight, k)
+        return _HalfGridProduct.apply(self, False, k, x1, x2, weight)
 
     def forward_rows(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """Stacked rows ``[D, N, C]`` are ``[D, N*C]`` matrices: every transform is one GEMM
@@ -233,125 +291,176 @@ class GridBackend(SphericalProductBackend):
             raise RuntimeError("grid: forward_rows needs channelwise mode and one parity class pair")
         if self.scalar_side is not None:
             return self._forward_scalar_rows(x1, x2, weight)
-        return _HalfGridProduct.apply(self, True, x1, x2, weight)
+        return _HalfGridProduct.apply(self, True, 0, x1, x2, weight)
 
     # the reflection-symmetric route (see _HalfGridProduct) ------------------------------------
-    # Inside, each side is a permuted stack of rows xp [d, N, C] (even components first); X =
-    # xp * weights viewed as [d, N*C] is the GEMM operand, the values a, b, the products E, O
-    # and their gradients are [Ph, N*C]. Inputs in stacked rows are permuted with one
-    # index_select; multiplicity-major ones [N, C*d] are gathered into the permuted order
-    # ([N, d*C]) and transposed in C-long blocks.
+    # Inside, each side is a stack of permuted rows [d, N, C] (even components first); X, the
+    # inputs times their weights in that order viewed as [d, N*C], is the GEMM operand; the
+    # values a, b, the products E, O and their gradients are [Ph, N*C]. The forward reads and
+    # writes the caller's stacked rows in place, one strided block per (irrep, parity),
+    # fused with the weight multiply; a multiplicity-major tensor goes through one column
+    # gather into the permuted order ([N, d*C], whose transposed view has contiguous C-long
+    # runs). The backward materialises permuted rows and expanded weights instead (below).
 
-    def _to_perm(self, rows, key, x, ws=None):
-        """An input (rows or multiplicity-major) as permuted rows ``[d, N, C|1]``."""
+    def _plan(self, key):
+        return {"1": self.plan1, "2": self.plan2, "3": self.plan3}[key]
+
+    def _blocks(self, rows, key, x, ws=None):
+        """The caller's components of one side in the permuted order, one ``[k, N, C]`` view
+        per block of :attr:`_HalfGrid.blocks` (``x`` stacked rows or multiplicity-major)."""
+        blocks = self._half[key].blocks
+        if rows:
+            v = self._plan(key).block_views(x, True)
+            return [v[i][s::2] for i, _, s, _, _ in blocks]
+        g = self._gathered(key, x, ws)
+        return [g[r : r + k] for _, _, _, k, r in blocks]
+
+    def _gathered(self, key, x, ws):
+        """Multiplicity-major ``x [N, C*d]`` as permuted rows ``[d, N, C]`` (a strided view of
+        one column gather, into scratch when ``ws``)."""
+        cols = self.const("cols" + key, x)
+        d = len(self._half[key].perm)
+        n = x.shape[0]
+        out = None if ws is None else ws("xg" + key, (n, cols.shape[0]))
+        return torch.index_select(x, 1, cols, out=out).view(n, d, -1).transpose(0, 1)
+
+    def _to_perm(self, rows, key, x, ws):
+        """The caller's tensor as permuted rows ``[d, N, C]`` in scratch: contiguous from
+        stacked rows; from multiplicity-major, the transposed view of one column gather (its
+        C-long runs are contiguous, which the element-wise products read at full speed)."""
         if rows:
             idx = self.const("hperm" + key, x)
-            return x.index_select(0, idx) if ws is None else torch.index_select(x, 0, idx, out=ws("xp" + key, x.shape))
-        n, cols = x.shape[0], self.const("cols" + key, x)
-        d = self.const("hperm" + key, x).shape[0]
-        if ws is None:
-            return x.index_select(1, cols).view(n, d, -1).transpose(0, 1).contiguous()
-        g = torch.index_select(x, 1, cols, out=ws("xg" + key, (n, cols.shape[0]))).view(n, d, -1)
-        return ws("xp" + key, (d, n, g.shape[2])).copy_(g.transpose(0, 1))
+            return torch.index_select(x, 0, idx, out=ws("xp" + key, (idx.shape[0],) + x.shape[1:]))
+        return self._gathered(key, x, ws)
 
-    def _from_perm(self, rows, key, t):
-        """Permuted rows ``[d, N, C]`` back to the caller's layout (a new tensor)."""
+    def _from_perm(self, rows, key, t, out=None):
+        """Permuted rows ``[d, N, C]`` back to the caller's layout (a new tensor, or ``out``)."""
         if rows:
-            return t.index_select(0, self.const("hinv" + key, t))
+            return torch.index_select(t, 0, self.const("hinv" + key, t), out=out)
         n = t.shape[1]
-        return t.transpose(0, 1).reshape(n, -1).index_select(1, self.const("icols" + key, t))
+        return torch.index_select(t.transpose(0, 1).reshape(n, -1), 1, self.const("icols" + key, t), out=out)
 
-    def _perm_weights(self, key, weight, ws=None):
-        """Weights per permuted row of one side: ``[d, N|1, C]``."""
-        w = weight.view(weight.shape[0], -1, self.spec.channels).transpose(0, 1)
-        rep = self.const("hrep" + key, weight)
-        if ws is None:
-            return w.index_select(0, rep)
-        return torch.index_select(w, 0, rep, out=ws("wp" + key, (rep.shape[0],) + w.shape[1:]))
+    def _weighted(self, key, src, wv, out):
+        """``out [d, N, C]`` (permuted rows) = each block of ``src`` times its irrep's weight."""
+        for (_, wrow, _, k, r), b in zip(self._half[key].blocks, src):
+            torch.mul(b, wv[:, wrow], out=out[r : r + k])
+        return out
+
+    def _values(self, key, X, ws):
+        """Values ``a, b [Ph, N*C]`` on the north half of ``X [d, N*C]``."""
+        He, Ho = self.const(f"H{key}e", X), self.const(f"H{key}o", X)
+        de, ph = He.shape[1], He.shape[0]
+        a = torch.mm(He, X[:de], out=ws("a" + key, (ph, X.shape[1])))
+        return a, torch.mm(Ho, X[de:], out=ws("b" + key, (ph, X.shape[1])))
 
     def _half_reference(self, rows, x1, x2, weight):
         """The product with autograd ops only (for derivatives of the gradient)."""
+        wv = weight.view(weight.shape[0], -1, self.spec.channels)
         vals = []
-        for key, x in (("1", x1), ("2", x2)):
-            xp = self._to_perm(rows, key, x)
-            X = (xp * self._perm_weights(key, weight)).flatten(1)
+        for key, x, plan in (("1", x1, self.plan1), ("2", x2, self.plan2)):
+            src = self._blocks(True, key, x if rows else plan.stack(x))
+            X = torch.cat([b * wv[:, wrow] for (_, wrow, _, _, _), b in zip(self._half[key].blocks, src)])
             de = self.const(f"H{key}e", x).shape[1]
+            X = X.flatten(1)
             vals.append((self.const(f"H{key}e", x) @ X[:de], self.const(f"H{key}o", x) @ X[de:]))
         (a1, b1), (a2, b2) = vals
         Q3e, Q3o = self.const("Q3e", a1), self.const("Q3o", a1)
         yu = torch.cat([Q3e.t() @ (a1 * a2 + b1 * b2), Q3o.t() @ (a1 * b2 + b1 * a2)])
-        w3p = self._perm_weights("3", weight)
-        return self._from_perm(rows, "3", yu.view(yu.shape[0], -1, w3p.shape[2]) * w3p)
+        yu = yu.view(yu.shape[0], -1, self.spec.channels)
+        y = torch.cat([yu[r : r + k] * wv[:, wrow] for _, wrow, _, k, r in self._half["3"].blocks])
+        y = y.index_select(0, self.const("hinv3", y))  # permuted rows -> component rows
+        return y if rows else self.plan3.unstack(y)
 
-    def _half_values(self, key, xp, weight, ws):
-        """``X = xp * weights [d, N*C]`` and its values ``a, b [Ph, N*C]`` on the north half."""
-        wp = self._perm_weights(key, weight, ws)
-        d, n, C = xp.shape[0], xp.shape[1], wp.shape[2]
-        X = torch.mul(xp, wp, out=ws("X" + key, (d, n, C))).view(d, n * C)
-        He, Ho = self.const(f"H{key}e", X), self.const(f"H{key}o", X)
-        de, ph = He.shape[1], He.shape[0]
-        a = torch.mm(He, X[:de], out=ws("a" + key, (ph, n * C)))
-        return wp, a, torch.mm(Ho, X[de:], out=ws("b" + key, (ph, n * C)))
-
-    def _half_forward(self, rows, x1, x2, weight, keep):
+    def _half_forward(self, rows, x1, x2, weight, keep, out=None):
         """``y`` and (``keep``) the unweighted permuted output ``yu [D3, N*C]``; no autograd
         (on CPU the intermediates live in a per-thread workspace)."""
         ws = _workspace(x1)
-        x1p, x2p = self._to_perm(rows, "1", x1, ws), self._to_perm(rows, "2", x2, ws)
-        n, C = x1p.shape[1], self.spec.channels
-        _, a1, b1 = self._half_values("1", x1p, weight, ws)
-        _, a2, b2 = self._half_values("2", x2p, weight, ws)
+        C = self.spec.channels
+        wv = weight.view(weight.shape[0], -1, C)
+        vals = []
+        for key, x in (("1", x1), ("2", x2)):
+            src = self._blocks(rows, key, x, ws)
+            d, n = len(self._half[key].perm), src[0].shape[1]
+            X = self._weighted(key, src, wv, ws("X" + key, (d, n, C))).view(d, n * C)
+            vals.append(self._values(key, X, ws))
+        (a1, b1), (a2, b2) = vals
         O = torch.mul(a1, b2, out=ws("O", a1.shape)).addcmul_(b1, a2)
         E = a1.mul_(a2).addcmul_(b1, b2)
         Q3e, Q3o = self.const("Q3e", E), self.const("Q3o", E)
-        d3e, d3 = Q3e.shape[1], self.spec.d3
-        yu = E.new_empty(d3, n * C) if keep else ws("yu", (d3, n * C))
+        d3e, d3, nC = Q3e.shape[1], self.spec.d3, E.shape[1]
+        yu = E.new_empty(d3, nC) if keep else ws("yu", (d3, nC))
         torch.mm(Q3e.t(), E, out=yu[:d3e])
         torch.mm(Q3o.t(), O, out=yu[d3e:])
-        w3p = self._perm_weights("3", weight, ws)
-        y = torch.mul(yu.view(d3, n, C), w3p, out=ws("yw", (d3, n, C)))
-        return self._from_perm(rows, "3", y), (yu if keep else None)
+        yu3 = yu.view(d3, n, C)
+        if rows:  # straight into the caller's rows
+            y = x1.new_empty(d3, n, C)
+            dst = self._blocks(True, "3", y)
+        else:  # permuted, multiplicity-major columns [N, d3*C], then one column gather
+            yp = ws("yp", (n, d3, C))
+            dst = [yp.transpose(0, 1)[r : r + k] for _, _, _, k, r in self._half["3"].blocks]
+        for (_, wrow, _, k, r), b in zip(self._half["3"].blocks, dst):
+            torch.mul(yu3[r : r + k], wv[:, wrow], out=b)
+        if not rows:
+            y = torch.index_select(yp.view(n, -1), 1, self.const("icols3", yp), out=out)
+        return y, (yu if keep else None)
 
-    def _half_backward(self, rows, x1, x2, weight, yu, gy, need):
-        """Gradients of :meth:`_half_forward` (no autograd; ``need`` masks x1, x2, weight)."""
+    def _half_backward(self, rows, x1, x2, weight, yu, gy, need, out=(None, None, None)):
+        """Gradients of :meth:`_half_forward` (no autograd; ``need`` masks x1, x2, weight).
+
+        Unlike the forward, the backward materialises each side's permuted rows ``xp`` and
+        expanded weights ``wp`` (one ``index_select`` each): both serve twice (the recomputed
+        values and a gradient), and a few whole-array operations beat one small multiply per
+        (irrep, parity) block here (measured: 2-3x fewer operator calls per chunk)."""
         ws = _workspace(x1)
-        x1p, x2p = self._to_perm(rows, "1", x1, ws), self._to_perm(rows, "2", x2, ws)
+        C = self.spec.channels
+        d3, nC = yu.shape
+        n = nC // C
+        wt = weight.view(weight.shape[0], -1, C).transpose(0, 1)  # [n1 + n2 + n3, N|1, C]
+
+        def weights(key):  # the weight of each permuted row: [d, N|1, C]
+            rep = self.const("hrep" + key, weight)
+            return torch.index_select(wt, 0, rep, out=ws("w" + key, (rep.shape[0],) + wt.shape[1:]))
+
+        side = {}
+        for key, x in (("1", x1), ("2", x2)):
+            xp, wp = self._to_perm(rows, key, x, ws), weights(key)
+            X = torch.mul(xp, wp, out=ws("X" + key, (xp.shape[0], n, C))).view(-1, nC)
+            side[key] = (xp, wp, *self._values(key, X, ws))
+        (x1p, w1p, a1, b1), (x2p, w2p, a2, b2) = side["1"], side["2"]
         gyp = self._to_perm(rows, "3", gy, ws)
-        d3, n, C = gyp.shape[0], gyp.shape[1], self.spec.channels
-        w1p, a1, b1 = self._half_values("1", x1p, weight, ws)
-        w2p, a2, b2 = self._half_values("2", x2p, weight, ws)
-        w3p = self._perm_weights("3", weight, ws)
-        gyw = torch.mul(gyp, w3p, out=ws("gyw", (d3, n, C))).view(d3, n * C)
+        gyw = torch.mul(gyp, weights("3"), out=ws("gyw", (d3, n, C))).view(d3, nC)
         Q3e, Q3o = self.const("Q3e", a1), self.const("Q3o", a1)
         d3e = Q3e.shape[1]
         gE = torch.mm(Q3e, gyw[:d3e], out=ws("gE", a1.shape))
         gO = torch.mm(Q3o, gyw[d3e:], out=ws("gO", a1.shape))
-        gX = []
+        gX = {}
         for key, (a, b) in (("1", (a2, b2)), ("2", (a1, b1))):
+            if not (need[int(key) - 1] or need[2]):
+                continue
             # d/d(a) of E = a a' + b b', O = a b' + b a' is gE a' + gO b'; d/d(b): gE b' + gO a'
             ga = torch.mul(gE, a, out=ws("ga", a.shape)).addcmul_(gO, b)
             gb = torch.mul(gE, b, out=ws("gb", a.shape)).addcmul_(gO, a)
             He, Ho = self.const(f"H{key}e", a), self.const(f"H{key}o", a)
             de, d = He.shape[1], He.shape[1] + Ho.shape[1]
-            g = ws("gX" + key, (d, n * C))
+            g = ws("gX" + key, (d, nC))
             torch.mm(He.t(), ga, out=g[:de])
             torch.mm(Ho.t(), gb, out=g[de:])
-            gX.append(g.view(d, n, C))
-        gX1, gX2 = gX
+            gX[key] = g.view(d, n, C)
         grads = [None, None, None]
-        if need[0]:
-            grads[0] = self._from_perm(rows, "1", torch.mul(gX1, w1p, out=ws("t1", gX1.shape)))
-        if need[1]:
-            g2 = torch.mul(gX2, w2p, out=ws("t2", gX2.shape))
-            grads[1] = self._from_perm(rows, "2", g2.sum(2, keepdim=True) if x2p.shape[2] < C else g2)
+        for j, (key, xp, wp) in enumerate((("1", x1p, w1p), ("2", x2p, w2p))):
+            if need[j]:
+                g = torch.mul(gX[key], wp, out=ws("t", gX[key].shape))
+                g = g.sum(2, keepdim=True) if xp.shape[2] < C else g
+                grads[j] = self._from_perm(rows, key, g, out[j])  # a new tensor or out
         if need[2]:
-            gw = ws("gw", (len(self.spec.irs1) + len(self.spec.irs2) + len(self.spec.irs3), n, C)).zero_()
-            gw.index_add_(0, self.const("hrep1", yu), torch.mul(gX1, x1p, out=ws("t1", gX1.shape)))
-            gw.index_add_(0, self.const("hrep2", yu), torch.mul(gX2, x2p, out=ws("t2", gX2.shape)))
-            gw.index_add_(0, self.const("hrep3", yu), torch.mul(gyp, yu.view(d3, n, C), out=ws("t1", gyp.shape)))
-            # a new tensor in the weight layout [N|1, n1 + n2 + n3, C] (gw is scratch)
+            # dL/dw of an irrep: the sum over its components of gradient x input
+            gw = ws("gw", (wt.shape[0], n, C)).zero_()  # scratch: the result below is a new tensor
+            for key, G, xp in (("1", gX.get("1"), x1p), ("2", gX.get("2"), x2p), ("3", gyp, yu.view(d3, n, C))):
+                gw.index_add_(0, self.const("hrep" + key, yu), torch.mul(G, xp, out=ws("t", G.shape)))
             gw = gw.sum(1, keepdim=True) if weight.shape[0] == 1 else gw
-            grads[2] = weight.new_empty(gw.shape[1], gw.shape[0], C).copy_(gw.transpose(0, 1)).view(weight.shape)
+            # a new tensor (or out) in the weight layout [N|1, n1 + n2 + n3, C]
+            dst = weight.new_empty(weight.shape) if out[2] is None else out[2]
+            grads[2] = dst.view(gw.shape[1], gw.shape[0], C).copy_(gw.transpose(0, 1)).view(weight.shape)
         return grads
 
     def transform_flops(self, n: int) -> tuple[int, int]:

@@ -10,7 +10,7 @@ import torch
 from mlip.errors import ConfigError, KernelInputError
 
 from ..irreps import as_irreps, split_channels
-from .base import MODES, TPSpec
+from .base import MODES, TPBackend, TPSpec, run_in_chunks
 from .engines import EngineSwitch, resolve_engine
 
 __all__ = ["TensorProduct", "BACKENDS", "register_backend", "backend_options"]
@@ -142,8 +142,9 @@ class TensorProduct(EngineSwitch, torch.nn.Module):
         n, k = x1.shape[0], self.chunk_size
         if k == 0 or n <= k or x1.device.type != "cpu":
             return run(x1, x2, weight)
-        ws = weight.split(k) if weight.shape[0] == n else [weight] * ((n + k - 1) // k)
-        return torch.cat([run(a, b, w) for a, b, w in zip(x1.split(k), x2.split(k), ws)])
+        if isinstance(run, TPBackend):
+            return run.forward_chunked(x1, x2, weight, k)
+        return run_in_chunks(run, x1, x2, weight, k)
 
     def resolved_engine(self, device) -> str:
         """The engine that runs this product on ``device`` (``"torch"`` or ``"cuequivariance"``)."""

@@ -56,6 +56,14 @@ class RowPlan:
         """``[D, N, C]`` -> ``[N, C*d]`` (differentiable); inverse of :meth:`stack`."""
         return _FromRows.apply(self, True, t)
 
+    def block_views(self, x: torch.Tensor, stacked: bool) -> list:
+        """Each irrep's components as a ``[2l+1, N, C]`` view of ``x``, stacked rows
+        ``[D, N, C]`` or multiplicity-major ``[N, C*d]`` (strided there: no copy). For kernels
+        that read or write the blocks in place (not differentiable by themselves)."""
+        if stacked:
+            return list(x.split(self.dims, dim=0))
+        return [v.permute(2, 0, 1) for v in self._views(x)]
+
     def _views(self, flat: torch.Tensor):
         """Each irrep's ``[N, C, 2l+1]`` view of a multiplicity-major ``flat``."""
         n, C, o = flat.shape[0], self.channels, 0

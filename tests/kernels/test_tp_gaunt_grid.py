@@ -4,6 +4,7 @@ obeys the documented error bound."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from tp_cases import GAUNT_BACKENDS, case
@@ -117,7 +118,7 @@ def test_coarse_grid_error_bound(res):
     full = TensorProduct(in1, in2, full_out, backend="gaunt")
     h = full(x1, x2, torch.ones(full.weight_numel, dtype=F64)).view(5, -1)
     K = min(2 * res[0] - 1, res[1] - 1)
-    pts, qw = gauss_legendre_grid(*res)
+    pts, qw = coarse.impl.points, coarse.impl.quadrature  # the backend's own grid
     off_h = 0
     blocks_h = {}
     for l in range(2 * L + 1):
@@ -199,10 +200,30 @@ def test_scalar_input_shortcut_equals_transform(backend, in1, in2, out, mode):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+def test_grid_polar_axis_gives_strided_parity_blocks():
+    """The grid's polar axis is e3nn's y: every irrep splits into its even components 0, 2, ...
+    and its odd ones 1, 3, ... (the strided blocks the half-grid route reads in place), and the
+    rotated grid is the same quadrature (exact for the same degrees)."""
+    pts_z, w_z = gauss_legendre_grid(5, 9)
+    pts_y, w_y = gauss_legendre_grid(5, 9, polar="y")
+    np.testing.assert_array_equal(pts_y, pts_z[:, [1, 2, 0]])
+    np.testing.assert_array_equal(w_y, w_z)
+    y = sh_values(range(5), pts_y)
+    gram = (y * w_y[:, None]).T @ y  # degree <= 8 integrands: orthonormal on the rotated grid
+    np.testing.assert_allclose(gram, np.eye(25), atol=1e-12)
+    tp = TensorProduct(*case("channelwise", 3, C=2), backend="grid")
+    for side in tp.impl._half.values():
+        for i, _, s, k, _ in side.blocks:
+            assert s in (0, 1) and k == (2 * i + 1 + 1 - s) // 2
+    with pytest.raises(ValueError, match="polar"):
+        gauss_legendre_grid(3, 5, polar="x")
+
+
 @pytest.mark.parametrize("mode", ["channelwise", "elementwise"])
 @pytest.mark.parametrize("res", [None, (4, 9), (5, 7), (3, 5)])
 @pytest.mark.parametrize("shared", [False, True])
-def test_half_grid_route_equals_full_grid(mode, res, shared):
+@pytest.mark.parametrize("needs", [(True, True, True), (True, False, False), (False, True, True), (False, False, True)])
+def test_half_grid_route_equals_full_grid(mode, res, shared, needs):
     """The reflection-symmetric route (half the grid, even/odd components) gives the numbers and
     gradients of the full-grid product, at exact and coarse resolutions, with an equator ring
     (odd n_lat) and without, per-sample and shared weights."""
@@ -214,14 +235,15 @@ def test_half_grid_route_equals_full_grid(mode, res, shared):
     impl = tp.impl
     assert impl._half is not None
     g = torch.Generator().manual_seed(7)
-    x1 = torch.randn(6, tp.irreps_in1.dim, dtype=F64, generator=g, requires_grad=True)
-    x2 = torch.randn(6, tp.irreps_in2.dim, dtype=F64, generator=g, requires_grad=True)
-    w = torch.randn(1 if shared else 6, tp.weight_numel, dtype=F64, generator=g, requires_grad=True)
+    x1 = torch.randn(6, tp.irreps_in1.dim, dtype=F64, generator=g, requires_grad=needs[0])
+    x2 = torch.randn(6, tp.irreps_in2.dim, dtype=F64, generator=g, requires_grad=needs[1])
+    w = torch.randn(1 if shared else 6, tp.weight_numel, dtype=F64, generator=g, requires_grad=needs[2])
     y = impl(x1, x2, w)
     y0 = SphericalProductBackend.forward(impl, x1, x2, w)  # the full grid, channel layout
     torch.testing.assert_close(y, y0, rtol=1e-12, atol=1e-12)
     gy = torch.randn(y.shape, dtype=F64, generator=g)
-    for a, b in zip(torch.autograd.grad(y, (x1, x2, w), gy), torch.autograd.grad(y0, (x1, x2, w), gy)):
+    wrt = [t for t in (x1, x2, w) if t.requires_grad]
+    for a, b in zip(torch.autograd.grad(y, wrt, gy), torch.autograd.grad(y0, wrt, gy)):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
