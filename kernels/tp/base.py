@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,7 +12,7 @@ from e3nn import o3
 from ..irreps import channel_dim, channel_layout
 from .layout import RowPlan
 
-__all__ = ["TPSpec", "TPBackend", "Constants", "MODES"]
+__all__ = ["TPSpec", "TPBackend", "Constants", "MODES", "CHUNK_FLOATS", "chunk_size_for", "run_in_chunks"]
 
 MODES = ("channelwise", "elementwise")
 
@@ -82,12 +83,24 @@ class Constants(torch.nn.Module):
         return t
 
 
-def run_in_chunks(fn, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor, k: int) -> torch.Tensor:
-    """``fn(x1, x2, weight)`` on consecutive chunks of ``k`` samples, concatenated (``weight``
-    ``[N, numel]`` is cut with the inputs, ``[1, numel]`` is shared)."""
-    n = x1.shape[0]
+#: target size (numbers) of the largest per-chunk intermediate on CPU (see :func:`chunk_size_for`)
+CHUNK_FLOATS = int(os.environ.get("MLIP_TP_CHUNK_FLOATS", str(1 << 20)))
+
+
+def chunk_size_for(floats_per_sample: int) -> int:
+    """Samples per CPU chunk for a kernel whose largest intermediate has ``floats_per_sample``
+    numbers per sample: about ``CHUNK_FLOATS`` numbers per chunk (cache-sized: on CPU these
+    kernels are bound by memory traffic), at least 16 samples."""
+    return max(16, CHUNK_FLOATS // max(1, int(floats_per_sample)))
+
+
+def run_in_chunks(fn, xs: tuple, weight: torch.Tensor, k: int) -> torch.Tensor:
+    """``fn(*xs, weight)`` on consecutive chunks of ``k`` samples, concatenated (every tensor
+    of ``xs`` is cut on dim 0; ``weight`` ``[N, numel]`` is cut with them, ``[1, numel]`` is
+    shared)."""
+    n = xs[0].shape[0]
     ws = weight.split(k) if weight.shape[0] == n else [weight] * ((n + k - 1) // k)
-    return torch.cat([fn(a, b, w) for a, b, w in zip(x1.split(k), x2.split(k), ws)])
+    return torch.cat([fn(*parts, w) for *parts, w in zip(*(x.split(k) for x in xs), ws)])
 
 
 class TPBackend(Constants):
@@ -127,7 +140,7 @@ class TPBackend(Constants):
         """The product on CPU in chunks of ``k`` samples (``N > k``, multiplicity-major inputs,
         ``weight [N|1, numel]``). By default each chunk runs on its own and the results are
         concatenated; a backend may run the chunks inside one autograd node instead."""
-        return run_in_chunks(self, x1, x2, weight, k)
+        return run_in_chunks(self, (x1, x2), weight, k)
 
     def forward_rows(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         """The product on stacked component-major rows (:meth:`RowPlan.stack`): ``x1 [D1, N, C]``,

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import inspect
-import os
 
 import torch
 
 from mlip.errors import ConfigError, KernelInputError
 
 from ..irreps import as_irreps, split_channels
-from .base import MODES, TPBackend, TPSpec, run_in_chunks
+from .base import CHUNK_FLOATS, MODES, TPBackend, TPSpec, chunk_size_for, run_in_chunks
 from .engines import EngineSwitch, resolve_engine
 
-__all__ = ["TensorProduct", "BACKENDS", "register_backend", "backend_options"]
+__all__ = ["TensorProduct", "BACKENDS", "register_backend", "backend_options", "CHUNK_FLOATS"]
 
 BACKENDS: dict[str, type] = {}
 
-#: target size (numbers) of the largest per-chunk intermediate on CPU (see ``chunk_size``)
-CHUNK_FLOATS = int(os.environ.get("MLIP_TP_CHUNK_FLOATS", str(1 << 20)))
 
 
 def register_backend(cls: type) -> type:
@@ -127,7 +124,7 @@ class TensorProduct(EngineSwitch, torch.nn.Module):
         self._executors: dict = {}
         self.engine = engine
         if chunk_size is None:
-            chunk_size = max(16, CHUNK_FLOATS // max(1, self.impl.floats_per_sample()))
+            chunk_size = chunk_size_for(self.impl.floats_per_sample())
         self.chunk_size = chunk_size
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -144,7 +141,7 @@ class TensorProduct(EngineSwitch, torch.nn.Module):
             return run(x1, x2, weight)
         if isinstance(run, TPBackend):
             return run.forward_chunked(x1, x2, weight, k)
-        return run_in_chunks(run, x1, x2, weight, k)
+        return run_in_chunks(run, (x1, x2), weight, k)
 
     def resolved_engine(self, device) -> str:
         """The engine that runs this product on ``device`` (``"torch"`` or ``"cuequivariance"``)."""

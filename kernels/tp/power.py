@@ -22,7 +22,7 @@ from mlip.errors import KernelInputError
 
 from ..irreps import as_irreps, from_channels, gather_index, split_channels
 from ..sphere import gauss_legendre_grid, sh_values
-from .base import Constants
+from .base import Constants, chunk_size_for, run_in_chunks
 
 __all__ = ["SymmetricPower"]
 
@@ -32,10 +32,19 @@ class SymmetricPower(Constants):
 
     Shapes: ``x [N, irreps_in.dim]``, ``weight [N, weight_numel]`` or ``[weight_numel]``;
     returns ``[N, irreps_out.dim]``.
+
+    ``chunk_size``: samples per chunk on CPU, as for :class:`~mlip.kernels.TensorProduct`
+    (``None``: automatic, the grid values ``[C, P]`` of a chunk near ``CHUNK_FLOATS``
+    numbers; ``0``: never chunk). The powers are bound by memory traffic, so cache-sized
+    chunks run several times faster than one pass over all samples (``benchmarks/tp.py
+    --power``).
     """
 
-    def __init__(self, irreps_in, irreps_out, correlation: int, *, resolution: tuple[int, int] | None = None):
+    def __init__(self, irreps_in, irreps_out, correlation: int, *, resolution: tuple[int, int] | None = None,
+                 chunk_size: int | None = None):
         super().__init__()
+        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 0):
+            raise KernelInputError(f"chunk_size must be None or an integer >= 0, got {chunk_size!r}")
         self.irreps_in = as_irreps(irreps_in, "irreps_in")
         self.irreps_out = as_irreps(irreps_out, "irreps_out")
         C, irs_in = split_channels(self.irreps_in, "irreps_in")
@@ -55,8 +64,9 @@ class SymmetricPower(Constants):
         total = self.correlation * L_in + L_out
         self.resolution = tuple(resolution) if resolution is not None else (math.ceil((total + 1) / 2), total + 1)
         pts, w = gauss_legendre_grid(*self.resolution)
+        self.chunk_size = chunk_size_for(C * len(pts)) if chunk_size is None else chunk_size
         self.weight_numel = C * (len(irs_in) + self.correlation * len(irs_out))
-        self.add_const("idx", gather_index(irs_in, C))
+        self.add_const("cols", gather_index(irs_in, C).reshape(-1))  # [N, C*d] -> [N, C, d] columns
         self.add_const("E", sh_values([ir.l for ir in irs_in], pts).T.copy())
         self.add_const("P", sh_values([ir.l for ir in irs_out], pts) * w[:, None])
         self.add_const("deg_in", torch.cat([torch.full((ir.dim,), i) for i, ir in enumerate(irs_in)]))
@@ -71,10 +81,17 @@ class SymmetricPower(Constants):
             raise KernelInputError(
                 f"weight: expected shape [{x.shape[0]}, {self.weight_numel}] or [{self.weight_numel}], "
                 f"got {tuple(weight.shape)}")
+        k = self.chunk_size
+        if k and x.shape[0] > k and x.device.type == "cpu":
+            return run_in_chunks(self._powers, (x,), weight, k)
+        return self._powers(x, weight)
+
+    def _powers(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         C = self.channels
         n_in, n_out = len(self.irs_in), len(self.irs_out)
         w = weight.view(weight.shape[0], -1, C).transpose(1, 2)  # [N|1, C, n_in + nu n_out]
-        xc = x[:, self.const("idx", x)] * w[:, :, :n_in].index_select(2, self.const("deg_in", x))
+        xc = x.index_select(1, self.const("cols", x)).view(x.shape[0], C, -1)  # channel layout [N, C, d]
+        xc = xc * w[:, :, :n_in].index_select(2, self.const("deg_in", x))
         f = xc @ self.const("E", x)  # [N, C, P]
         P = self.const("P", x)
         deg_out = self.const("deg_out", x)

@@ -50,3 +50,30 @@ def test_power_equivariant_and_validates():
         SymmetricPower(irr, "2x0e", 0)
     with pytest.raises(KernelInputError, match=r"x: expected shape \[N, 32\]"):
         sp(torch.randn(3, 31, dtype=F64), w)
+
+
+def test_chunked_powers_equal_one_pass():
+    """CPU chunks change nothing: outputs, first and second derivatives, per-sample and shared
+    weights, N not a multiple of the chunk; the automatic chunk follows the grid size."""
+    irr = "3x0e+3x1o+3x2e"
+    whole = SymmetricPower(irr, "3x0e+3x1o", 3, chunk_size=0)
+    parts = SymmetricPower(irr, "3x0e+3x1o", 3, chunk_size=4)
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(11, whole.irreps_in.dim, dtype=F64, generator=g, requires_grad=True)
+    for w in (torch.randn(11, whole.weight_numel, dtype=F64, generator=g),
+              torch.randn(whole.weight_numel, dtype=F64, generator=g)):
+        w.requires_grad_()
+        ys = [m(x, w) for m in (whole, parts)]
+        torch.testing.assert_close(ys[1], ys[0], rtol=1e-12, atol=1e-12)
+        grads = [torch.autograd.grad(y.sin().sum(), (x, w), create_graph=True) for y in ys]
+        for a, b in zip(*grads):
+            torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+        gg = [torch.autograd.grad(gr[0].square().sum(), (x, w)) for gr in grads]
+        for a, b in zip(*gg):
+            torch.testing.assert_close(b, a, rtol=1e-11, atol=1e-11)
+    from mlip.kernels.tp.interface import CHUNK_FLOATS
+
+    auto = SymmetricPower(irr, irr, 3)
+    assert auto.chunk_size == max(16, CHUNK_FLOATS // (3 * auto.resolution[0] * auto.resolution[1]))
+    with pytest.raises(KernelInputError, match="chunk_size"):
+        SymmetricPower(irr, irr, 3, chunk_size=-2)
