@@ -92,8 +92,47 @@ def build(impl: str, in1: str, in2: str, out: str, mode: str, device):
     return m.to(device), m.weight_numel
 
 
+def many_body_calls(impl, L, N, C, device) -> tuple[dict, dict]:
+    """The many-body product of a potential layer (``kind = "manybody"``): backend ``impl``'s
+    :func:`mlip.kernels.many_body_product` at correlation 3 on ``C x (0e+1o+...+L)`` onto the
+    same irreps, one element: a chain of two elementwise tensor products for ``cg`` and
+    ``cp``, pointwise powers on the sphere (``SymmetricPower``) for ``grid``. f+b: gradients
+    of ``out.square().sum()`` w.r.t. the input and the weight tables."""
+    from mlip.kernels import many_body_product
+
+    if impl not in BACKENDS:
+        raise NotImplementedError(f"{impl} has no many-body product")
+    irr = irreps_upto(L, C)
+    t0 = time.perf_counter()
+    m = many_body_product(impl, irr, irr, 3, 1, generator=torch.Generator().manual_seed(0))
+    m = m.to(device=device, dtype=torch.float32)
+    build_s = time.perf_counter() - t0
+    from e3nn import o3
+
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn(N, o3.Irreps(irr).dim, generator=g).to(device).requires_grad_()
+    element = torch.zeros(N, dtype=torch.long, device=device)
+    params = list(m.parameters())
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+
+    def fwd():
+        with torch.no_grad():
+            m(x, element)
+        sync()
+
+    def fb():
+        torch.autograd.grad(m(x, element).square().sum(), (x, *params))
+        sync()
+
+    row = {"impl": impl, "L": L, "mode": "channelwise", "kind": "manybody",
+           "weight_numel": sum(p.numel() for p in params), "build_s": build_s}
+    return row, {"fwd": fwd, "fb": fb}
+
+
 def calls(impl, L, mode, kind, N, C, device) -> tuple[dict, dict]:
     """Build one implementation for one case; returns its row stub and ``{"fwd": fn, "fb": fn}``."""
+    if kind == "manybody":
+        return many_body_calls(impl, L, N, C, device)
     in1 = irreps_upto(L, C)
     in2 = irreps_upto(L, 1) if mode == "channelwise" else irreps_upto(L, C)
     out = irreps_upto(L if kind == "model" else 2 * L, C)
@@ -142,7 +181,7 @@ def measure_interleaved(impls, L, mode, kind, N, C, device, cap, repeats: int = 
     for impl in impls:
         try:
             built.append(calls(impl, L, mode, kind, N, C, device))
-        except (RuntimeError, MemoryError) as exc:
+        except (RuntimeError, MemoryError, NotImplementedError) as exc:
             built.append(({"impl": impl, "L": L, "mode": mode, "kind": kind,
                            "fwd": {"skipped": type(exc).__name__}, "fb": {"skipped": str(exc)[:60]}}, None))
     times = {(i, k): [] for i in range(len(built)) for k in ("fwd", "fb")}
@@ -210,7 +249,7 @@ def table(rows, impls, mode, kind, key, peak=None) -> str:
     rated = [i for i in impls if any("gemm_flops" in r for (j, _), r in by.items() if j == i)]
     Ls = sorted({r["L"] for r in rows if r["mode"] == mode and r["kind"] == kind})
     # ratio columns: e3nn's time over each backend's, and cg's over each other mlip backend's
-    pairs = [("e3nn", b) for b in impls if b != "e3nn"]
+    pairs = [("e3nn", b) for b in impls if b != "e3nn"] if "e3nn" in impls else []
     if "cg" in impls:
         pairs += [("cg", b) for b in impls if b not in ("cg", "e3nn", "cueq")]
         if "cueq" in impls:
@@ -255,7 +294,8 @@ def plot(rows, impls, path: Path) -> None:
             ax.set_xlabel("L")
             ax.set_ylabel("ms")
             ax.grid(alpha=0.3)
-    axes[0, 0].legend()
+    if axes[0, 0].get_legend_handles_labels()[0]:
+        axes[0, 0].legend()
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=90, format="png")
@@ -273,7 +313,9 @@ def main(argv=None) -> int:
     p.add_argument("--backends", nargs="+", default=list(BACKENDS),
                    help="mlip backends to time (default: every registered one)")
     p.add_argument("--modes", nargs="+", default=["channelwise", "elementwise"])
-    p.add_argument("--kinds", nargs="+", default=["model", "full"], help="model: out<=L; full: out<=2L")
+    p.add_argument("--kinds", nargs="+", default=["model", "full"], choices=["model", "full", "manybody"],
+                   help="model: out<=L; full: out<=2L; manybody: a layer's many-body product (correlation 3: "
+                   "cg's and cp's chain of elementwise products, grid's SymmetricPower), channelwise runs only")
     p.add_argument("--no-cueq", action="store_true", help="skip cuEquivariance even when installed")
     p.add_argument("--no-e3nn", action="store_true", help="skip the e3nn reference")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -324,12 +366,14 @@ def main(argv=None) -> int:
         print(f"float32 GEMM 2048^3 in this process: {peak:.1f} GFLOP/s", flush=True)
     for mode in ([] if args.from_json else args.modes):
         for kind in args.kinds:
+            if kind == "manybody" and mode != "channelwise":
+                continue  # no mode: one run
             if args.interleave:
                 hist: dict = {}
                 for L in Ls:
                     live = []
                     for impl in impls:
-                        if impl == "cueq" and mode != "channelwise":
+                        if (impl == "cueq" and mode != "channelwise") or (kind == "manybody" and impl not in BACKENDS):
                             continue
                         h = hist.get(impl, [])
                         est = h[-1] * h[-1] / h[-2] / 1e3 if len(h) >= 2 else None
@@ -347,7 +391,7 @@ def main(argv=None) -> int:
                               f"{gemm_rate(r, 'fb', peak)}", flush=True)
                 continue
             for impl in impls:
-                if impl == "cueq" and mode != "channelwise":
+                if (impl == "cueq" and mode != "channelwise") or (kind == "manybody" and impl not in BACKENDS):
                     continue
                 hist: list[float] = []
                 for L in Ls:
@@ -364,7 +408,7 @@ def main(argv=None) -> int:
                         continue
                     try:
                         r = measure(impl, L, mode, kind, N, args.C, device, args.cap)
-                    except (RuntimeError, MemoryError) as exc:  # e.g. out of memory
+                    except (RuntimeError, MemoryError, NotImplementedError) as exc:  # e.g. out of memory
                         r = {"impl": impl, "L": L, "mode": mode, "kind": kind,
                              "fwd": {"skipped": type(exc).__name__}, "fb": {"skipped": str(exc)[:60]}}
                         hist.append(float("inf"))
@@ -435,9 +479,13 @@ def main(argv=None) -> int:
         parts += ["", note]
     for mode in args.modes:
         for kind in args.kinds:
+            if kind == "manybody" and mode != "channelwise":
+                continue
             for key, label in (("fwd", "forward"), ("fb", "forward + backward")):
-                parts += ["", f"**{mode}, outputs up to {'L' if kind == 'model' else '2L'}, {label}**", "",
-                          table(rows, impls, mode, kind, key, peak)]
+                title = (f"many-body product (correlation 3) on irreps up to L, {label}" if kind == "manybody"
+                         else f"{mode}, outputs up to {'L' if kind == 'model' else '2L'}, {label}")
+                parts += ["", f"**{title}**", "",
+                          table(rows, [i for i in impls if kind != "manybody" or i in BACKENDS], mode, kind, key, peak)]
     written = [str(out), str(png)]
     if args.write_readme:
         write_readme_section("tp" + ("-cuda" if device.type == "cuda" else ""), "\n".join(parts))

@@ -41,3 +41,20 @@ def test_quick_never_rewrites_the_readme_and_help_says_so(tmp_path):
     assert r.returncode == 0
     assert "3-5 minutes on 2 idle CPU cores" in text and "never rewrites the README" in text
     assert "rewritten only when asked" in text
+
+
+def test_many_body_kind_times_each_backends_product(tp, tmp_path):
+    """``--kinds manybody`` times every backend's many-body product (not e3nn's: it has none)
+    and writes its own table; elementwise mode adds nothing for it."""
+    import json
+
+    out = tmp_path / "mb.json"
+    args = ["--L", "1", "--N", "4", "--C", "2", "--backends", "cg", "grid", "--no-cueq", "--modes", "channelwise",
+            "elementwise", "--kinds", "manybody", "--cap", "5", "--interleave", "--out", str(out), "--write-readme"]
+    assert tp.main(args) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert sorted((r["impl"], r["mode"], r["kind"]) for r in rows) == [
+        ("cg", "channelwise", "manybody"), ("grid", "channelwise", "manybody")]
+    assert all("ms" in r["fwd"] and "ms" in r["fb"] for r in rows)
+    text = tp.readme_calls[0][1]
+    assert "many-body product (correlation 3)" in text and "e3nn" not in text.split("**many-body")[1]
