@@ -15,14 +15,26 @@ exactly. The default is the smallest exact grid: ``n_lat = ceil((L1+L2+L3+1)/2)`
   where Q is the grid quadrature (a Cauchy–Schwarz bound on the aliasing; the second term
   is zero unless K - l3 < l3). ``tests/kernels/test_tp_gaunt_grid.py`` checks it.
 
+Grid orientation. The polar axis of the grid is e3nn's y axis (``gauss_legendre_grid(...,
+polar="y")``): about it, component ``k`` of a degree-l block is even under the mirror of the
+axis for even ``k`` and odd for odd ``k``, so each irrep's even and odd components are two
+strided row blocks. The orientation changes nothing at an exact resolution (the quadrature is
+exact whatever the axis); at a coarse one it sets where the aliasing error falls (the bound
+above holds for any axis).
+
 Execution. With one function product (one parity class pair, no scalar input: the natural
 parity irreps of a potential) the product runs on half the grid (:class:`_HalfGridProduct`):
-the grid and the quadrature are symmetric under z -> -z and every harmonic is even or odd
+the grid and the quadrature are symmetric under the mirror and every harmonic is even or odd
 under it, so each transform is a GEMM of half the size, with the numbers of the full grid
-up to rounding, at every resolution. Its backward is written out and recomputes the grid
-values of each chunk (memory of the inputs and the output only); on CPU its temporaries live
-in per-thread scratch buffers (about 2 MB each at the default chunk size; at most
-``SCRATCH_MAX_NUMEL`` numbers each are kept). Other cases take the full grid with autograd ops
+up to rounding, at every resolution. The forward reads the caller's rows in place, one
+strided block per (irrep, parity), fused with the weight multiply, and writes its output the
+same way. Its backward is written out and recomputes the grid values of each chunk (memory of
+the inputs and the output only; storing the values instead was measured no faster: the
+product is bound by memory traffic). On CPU the chunks of a multiplicity-major call run
+inside one autograd node (:meth:`GridBackend.forward_chunked`: outputs and gradients go
+straight into their rows, no concatenation) and their temporaries live in per-thread scratch
+buffers (about 2 MB each at the default chunk size; at most ``SCRATCH_MAX_NUMEL`` numbers each
+are kept). Other cases take the full grid with autograd ops
 (:class:`~mlip.kernels.tp.product.SphericalProductBackend`). Timings: ``benchmarks/README.md``.
 """
 
