@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -235,6 +236,14 @@ def gemm_rate(row, key, peak=None) -> str:
     return f"{r:.1f}" + (f" ({100 * r / peak:.0f} %)" if peak else "")
 
 
+def _load_text(meta) -> str:
+    """``"<command>: 1.1 -> 1.3"`` from a run's meta (``unknown`` where it was not recorded)."""
+    a, b = meta.get("loadavg_start"), meta.get("loadavg_end")
+    cmd = " ".join(meta.get("commands", [""])[0].split()[2:]) or "this run"
+    when = meta.get("date", "")
+    return f"`{cmd}` ({when}) " + (f"{a[0]:.1f} -> {b[0]:.1f}" if a and b else "unknown")
+
+
 def fmt(entry) -> str:
     if entry is None:
         return "–"
@@ -343,6 +352,7 @@ def main(argv=None) -> int:
         p.error("--write-readme: " + ("a --quick run never rewrites benchmarks/README.md" if args.quick
                                       else "contradicts --no-readme"))
     started = time.perf_counter()
+    load_start = os.getloadavg()
     Ls = args.L or ([1, 2, 3] if args.quick else list(range(1, 9)))
     N = args.N or (1000 if args.quick else 10_000)
     global CLOCK
@@ -423,7 +433,8 @@ def main(argv=None) -> int:
         "N": N, "C": args.C, "dtype": "float32", "clock": args.clock, "device": str(device),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
         "machine": platform.processor() or platform.machine(),
-        "date": time.strftime("%Y-%m-%d"), "gemm_peak_gflops": peak,
+        "date": time.strftime("%Y-%m-%d %H:%M"), "gemm_peak_gflops": peak,
+        "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
     }
     if device.type == "cuda":
         meta["gpu"] = torch.cuda.get_device_name()
@@ -468,6 +479,9 @@ def main(argv=None) -> int:
         "f+b, once more for the backward; recomputation not counted) over the time, and in brackets their "
         "share of a 2048-cubed float32 GEMM timed in the same process"
         + (f" ({peak:.1f} GFLOP/s)." if peak else "."),
+        "",
+        "Load average (1 min) at the start and end of each run: "
+        + ("; ".join(_load_text(d["meta"]) for d in loaded) if args.from_json else _load_text(meta)) + ".",
         "",
         "Reproduce: " + "; ".join(f"`{c.strip()}`" for c in meta["commands"])
         + ("; then `python benchmarks/tp.py --from-json ... --write-readme` merged them" if args.from_json else "")

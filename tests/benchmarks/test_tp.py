@@ -27,6 +27,7 @@ def test_readme_only_with_write_readme(tp, tmp_path, capsys):
     assert tp.main([*TINY, "--out", str(tmp_path / "b.json"), "--write-readme"]) == 0
     assert [name for name, _ in tp.readme_calls] == ["tp"]
     assert "Reproduce: `python benchmarks/tp.py" in tp.readme_calls[0][1]
+    assert "Load average (1 min) at the start and end of each run: `--L 1 --N 4" in tp.readme_calls[0][1]
     assert "benchmarks/README.md" in capsys.readouterr().out
     assert (BENCHMARKS / "README.md").read_bytes() == readme  # the real file was never touched
 
