@@ -464,8 +464,8 @@ def main(argv=None) -> int:
     atomic_write_text(out, json.dumps({"meta": meta, "rows": rows}, indent=1))
     png = out.with_suffix(".png")
     plot(rows, impls, png)
-    clock_text = ("CPU time of the process (the machine was shared with other jobs)" if args.clock == "cpu"
-                  else "wall-clock time")
+    clock_text = ("CPU time of the process (steadier than wall time when other jobs share the machine)"
+                  if args.clock == "cpu" else "wall-clock time")
     parts = [
         f"## Tensor products ({'quick run' if args.quick else 'full sweep'}, {device.type})",
         "",
