@@ -479,6 +479,17 @@ def merge_rows(rows: list[dict], extras: list[dict]) -> list[dict]:
     return sorted(out, key=lambda r: (r["l_max"], r["atoms"], r.get("run") or 0, r["engine"] != "mace", r["engine"]))
 
 
+def _load_verdict(m: dict) -> str:
+    """What the load averages say: a load within half a core of the benchmark's own busy
+    threads means nothing else ran; more means the CPU was shared and times are noisy."""
+    own = m.get("threads", 1)
+    if max(m["loadavg_start"][0], m["loadavg_end"][0]) <= own + 0.5:
+        return (f"about the benchmark's own {own} busy thread(s), so nothing else ran; compare ratios "
+                "within the table all the same (one VM's speed drifts by a few per cent).")
+    return ("the CPU was shared with other jobs, so absolute times\nare noisy (±30 % or worse); compare ratios "
+            "within the table.")
+
+
 def _describe(m: dict) -> str:
     return (f"`.venv/bin/python benchmarks/md.py {m.get('command', '')}`".replace(" `", "`") +
             f" ({m['date']}, load average {m['loadavg_start'][0]:.1f} -> {m['loadavg_end'][0]:.1f}, "
@@ -517,8 +528,7 @@ MACE: config + `AtomicData` + collate). RSS is the peak memory of the case's pro
 
 Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, torch {m['torch']}, e3nn {m['e3nn']}
 (mlip); {m['date']}. Load average {m['loadavg_start'][0]:.1f} at the start and
-{m['loadavg_end'][0]:.1f} at the end: the CPU was shared with other jobs, so absolute times
-are noisy (±30 % or worse); compare ratios within the table.
+{m['loadavg_end'][0]:.1f} at the end: {_load_verdict(m)}
 
 Reproduce: {_describe(m)}; raw rows `benchmarks/results/{result.get('file', 'md.json')}`.
 {marks}
