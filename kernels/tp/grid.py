@@ -232,7 +232,7 @@ class GridBackend(SphericalProductBackend):
         self._half = None
         if self.scalar_side is None and len(self.class_pairs) == 1:
             n_lat, n_lon = res
-            north = slice((n_lat // 2) * n_lon, None)  # rings with z >= 0 (leggauss sorts ascending)
+            north = slice((n_lat // 2) * n_lon, None)  # rings with polar coordinate >= 0 (leggauss sorts ascending)
             halves = []
             for key, y, irs, off in (("1", y1, s.irs1, 0), ("2", y2, s.irs2, n1), ("3", y3, s.irs3, n1 + n2)):
                 h = _HalfGrid(irs, y[north], mirror_signs(y, n_lat, n_lon), off)
