@@ -45,7 +45,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..structure import checked_structure
-from .base import Source, Unit, stable_id
+from .base import KeyedSource, Unit, stable_id
 from .extxyz import ENERGY_KEYS, FORCE_KEYS, STRESS_KEYS
 from .lmdb_files import import_lmdb, open_lmdb
 from .safe_pickle import DecompressionLimitError, gunzip_bounded
@@ -102,7 +102,7 @@ def _fixed(row: dict, natoms: int) -> np.ndarray | None:
     return fixed
 
 
-class AseDBSource(Source):
+class AseDBSource(KeyedSource):
     """Reader for ASE databases (``.db``, ``.json``, ``.aselmdb``; module docstring)."""
 
     format = "asedb"
@@ -110,17 +110,7 @@ class AseDBSource(Source):
 
     def __init__(self, paths, options=None):
         super().__init__(paths, options)
-        self.keys: dict[str, str] = {}
-        self.keys_used: dict[str, set] = {"energy": set(), "forces": set()}
-        self._keys_file = -1
-        self._has: dict | None = None
         self.dropped: Counter = Counter()
-
-    def attrs(self) -> dict:
-        a = super().attrs()
-        a.update({f"{k}_key": ",".join(sorted(v)) for k, v in self.keys_used.items()})
-        a["stress_key"] = str((self._has or {}).get("stress"))
-        return a
 
     def energy_reference(self) -> str:
         names = ", ".join(sorted(self.keys_used["energy"])) or "energy"
@@ -160,24 +150,17 @@ class AseDBSource(Source):
         forces = o.forces_key or next((k for k in FORCE_KEYS if _lookup(row, k) is not None), None)
         if energy is not None and forces is not None and _lookup(row, energy) is not None \
                 and _lookup(row, forces) is not None:
-            self.keys = {"energy": energy, "forces": forces}
-            self.keys_used["energy"].add(energy)
-            self.keys_used["forces"].add(forces)
-            if self._has is None:
-                stress = o.stress_key or next((k for k in STRESS_KEYS if _lookup(row, k) is not None), None)
+            def has():
                 numbers = row.get("numbers")
-                self._has = {"stress": stress, "tags": row.get("tags") is not None,
-                             "fixed": _fixed(row, 0 if numbers is None else len(numbers)) is not None}
+                return {"stress": o.stress_key or next((k for k in STRESS_KEYS if _lookup(row, k) is not None), None),
+                        "tags": row.get("tags") is not None,
+                        "fixed": _fixed(row, 0 if numbers is None else len(numbers)) is not None}
+
+            self._found_keys(energy, forces, has)
 
     def row_structure(self, path, where: str, row: dict, file_index: int, rid: int):
         """Build the checked :class:`~mlip.datasets.structure.Structure` of one database row."""
-        o = self.options
-        if self._keys_file != file_index:
-            self.keys, self._keys_file = {}, file_index
-        if not self.keys:
-            self._resolve_keys(row)
-        ekey = self.keys.get("energy", o.energy_key)
-        fkey = self.keys.get("forces", o.forces_key)
+        ekey, fkey = self._file_keys(row, file_index)
         has = self._has or {}
         energy = None if ekey is None else _lookup(row, ekey)
         if energy is None:

@@ -184,3 +184,46 @@ def stable_id(v) -> int:
     if arr is not None and arr.size == 1 and arr.dtype.kind in "iub":
         return int(arr.reshape(()))
     return int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "little") >> 1
+
+
+class KeyedSource(Source):
+    """A source whose records name their energy / forces under varying keys (files differ:
+    rMD17 "Energy", 3BPA "energy"): the keys are fixed per file by its first record that has
+    both, the stress key and whether tags / fixed atoms are stored once per source (so that
+    every shard stores the same fields). Subclasses implement ``_resolve_keys(record)``,
+    which looks the keys up its way and hands them to :meth:`_found_keys`."""
+
+    def __init__(self, paths, options: SourceOptions | None = None):
+        super().__init__(paths, options)
+        self.keys: dict[str, str] = {}
+        self.keys_used: dict[str, set] = {"energy": set(), "forces": set()}
+        self._keys_file = -1
+        self._has: dict | None = None
+
+    def attrs(self) -> dict:
+        a = super().attrs()
+        a.update({f"{k}_key": ",".join(sorted(v)) for k, v in self.keys_used.items()})
+        a["stress_key"] = str((self._has or {}).get("stress"))
+        return a
+
+    def _resolve_keys(self, record) -> None:
+        raise NotImplementedError
+
+    def _found_keys(self, energy: str, forces: str, has) -> None:
+        """Keys found in a record that has both: kept for the rest of its file; ``has()`` (the
+        stress key, tags, fixed atoms) is asked once per source."""
+        self.keys = {"energy": energy, "forces": forces}
+        self.keys_used["energy"].add(energy)
+        self.keys_used["forces"].add(forces)
+        if self._has is None:
+            self._has = has()
+
+    def _file_keys(self, record, file_index: int) -> tuple[str | None, str | None]:
+        """The (energy, forces) keys for a record of file ``file_index``: resolved at the file's
+        first record that has both, else the options' keys (``None`` when not set)."""
+        if self._keys_file != file_index:
+            self.keys, self._keys_file = {}, file_index
+        if not self.keys:
+            self._resolve_keys(record)
+        o = self.options
+        return self.keys.get("energy", o.energy_key), self.keys.get("forces", o.forces_key)

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..structure import checked_structure
-from .base import Source, Unit
+from .base import KeyedSource, Unit
 from .xyz_frames import Frame, frame_from_atoms, iter_frames, parse_frame
 
 ENERGY_KEYS = ("energy", "Energy", "REF_energy", "free_energy")
@@ -80,7 +80,7 @@ def implicit_pbc_note(n_frames: int) -> str:
             "Pass --pbc none if these are isolated molecules (e.g. rMD17).")
 
 
-class ExtxyzSource(Source):
+class ExtxyzSource(KeyedSource):
     """Reader for extxyz files and other ASE-readable formats (see module docstring)."""
 
     format = "extxyz"
@@ -90,16 +90,10 @@ class ExtxyzSource(Source):
         super().__init__(paths, options)
         if self.options.pbc not in PBC_POLICIES:
             raise ValueError(f"pbc must be auto, none or all; got {self.options.pbc!r}")
-        self.keys: dict[str, str] = {}
-        self.keys_used: dict[str, set] = {"energy": set(), "forces": set()}
-        self._keys_file = -1
         self.implicit_pbc_frames = 0
-        self._has: dict | None = None
 
     def attrs(self) -> dict:
         a = super().attrs()
-        a.update({f"{k}_key": ",".join(sorted(v)) for k, v in self.keys_used.items()})
-        a["stress_key"] = str((self._has or {}).get("stress"))
         a["pbc_policy"] = self.options.pbc
         return a
 
@@ -147,30 +141,20 @@ class ExtxyzSource(Source):
 
     # -- frame -> structure --------------------------------------------------
     def _resolve_keys(self, frame: Frame) -> None:
-        # Energy / force keys are fixed per file by its first frame that has both (files differ:
-        # rMD17 "Energy", 3BPA "energy"); stress / tags / fixed once per source, so that every
-        # shard stores the same fields.
+        # the policy (per file / per source) is KeyedSource's; here: where a frame keeps its keys
         o = self.options
         energy = o.energy_key or next((k for k in ENERGY_KEYS if k in frame.info), None)
         forces = o.forces_key or next((k for k in FORCE_KEYS if k in frame.arrays), None)
         if energy in frame.info and forces in frame.arrays:
-            self.keys = {"energy": energy, "forces": forces}
-            self.keys_used["energy"].add(energy)
-            self.keys_used["forces"].add(forces)
-            if self._has is None:
-                stress = o.stress_key or next((k for k in STRESS_KEYS if k in frame.info), None)
-                self._has = {"tags": "tags" in frame.arrays, "fixed": frame.fixed is not None, "stress": stress}
+            self._found_keys(energy, forces, lambda: {
+                "tags": "tags" in frame.arrays, "fixed": frame.fixed is not None,
+                "stress": o.stress_key or next((k for k in STRESS_KEYS if k in frame.info), None)})
 
     def frame_structure(self, path, where: str, frame: Frame, file_index: int, frame_index: int, *,
                         energy_shift: float = 0.0, trajectory_id: int | None = None, frame_id: int | None = None):
         """Build the checked :class:`~mlip.datasets.structure.Structure` of a parsed frame."""
         o = self.options
-        if self._keys_file != file_index:
-            self.keys, self._keys_file = {}, file_index
-        if not self.keys:
-            self._resolve_keys(frame)
-        ekey = self.keys.get("energy", o.energy_key)
-        fkey = self.keys.get("forces", o.forces_key)
+        ekey, fkey = self._file_keys(frame, file_index)
         skey = (self._has or {}).get("stress")
         if ekey is None or ekey not in frame.info:
             raise DataError(path, where, f"missing field: energy (looked for {ekey or list(ENERGY_KEYS)}; "
