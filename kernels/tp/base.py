@@ -9,10 +9,13 @@ import numpy as np
 import torch
 from e3nn import o3
 
+from mlip.errors import KernelInputError
+
 from ..irreps import channel_dim, channel_layout
 from .layout import RowPlan
 
-__all__ = ["TPSpec", "TPBackend", "Constants", "MODES", "CHUNK_FLOATS", "chunk_size_for", "run_in_chunks"]
+__all__ = ["TPSpec", "TPBackend", "Constants", "MODES", "CHUNK_FLOATS", "check_chunk_size", "chunk_size_for",
+           "in_chunks", "run_in_chunks"]
 
 MODES = ("channelwise", "elementwise")
 
@@ -92,6 +95,19 @@ def chunk_size_for(floats_per_sample: int) -> int:
     numbers per sample: about ``CHUNK_FLOATS`` numbers per chunk (cache-sized: on CPU these
     kernels are bound by memory traffic), at least 16 samples."""
     return max(16, CHUNK_FLOATS // max(1, int(floats_per_sample)))
+
+
+def check_chunk_size(chunk_size) -> None:
+    """A ``chunk_size`` argument is ``None`` (automatic) or an integer >= 0 (``0``: never chunk);
+    anything else raises :class:`~mlip.errors.KernelInputError`."""
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 0):
+        raise KernelInputError(f"chunk_size must be None or an integer >= 0, got {chunk_size!r}")
+
+
+def in_chunks(x: torch.Tensor, k: int) -> bool:
+    """Whether samples ``x [N, ...]`` run in chunks of ``k``: on CPU only (CUDA tensors are
+    never chunked), ``k > 0`` and more than ``k`` samples."""
+    return bool(k) and x.shape[0] > k and x.device.type == "cpu"
 
 
 def run_in_chunks(fn, xs: tuple, weight: torch.Tensor, k: int) -> torch.Tensor:

@@ -320,12 +320,10 @@ class GridBackend(SphericalProductBackend):
     def _blocks(self, rows, key, x, ws=None):
         """The caller's components of one side in the permuted order, one ``[k, N, C]`` view
         per block of :attr:`_HalfGrid.blocks` (``x`` stacked rows or multiplicity-major)."""
-        blocks = self._half[key].blocks
         if rows:
             v = self._plan(key).block_views(x, True)
-            return [v[i][s::2] for i, _, s, _, _ in blocks]
-        g = self._gathered(key, x, ws)
-        return [g[r : r + k] for _, _, _, k, r in blocks]
+            return [v[i][s::2] for i, _, s, _, _ in self._half[key].blocks]
+        return self._perm_blocks(key, self._gathered(key, x, ws))
 
     def _gathered(self, key, x, ws):
         """Multiplicity-major ``x [N, C*d]`` as permuted rows ``[d, N, C]`` (a strided view of
@@ -352,11 +350,15 @@ class GridBackend(SphericalProductBackend):
         n = t.shape[1]
         return torch.index_select(t.transpose(0, 1).reshape(n, -1), 1, self.const("icols" + key, t), out=out)
 
-    def _weighted(self, key, src, wv, out):
-        """``out [d, N, C]`` (permuted rows) = each block of ``src`` times its irrep's weight."""
-        for (_, wrow, _, k, r), b in zip(self._half[key].blocks, src):
-            torch.mul(b, wv[:, wrow], out=out[r : r + k])
-        return out
+    def _times_weights(self, key, srcs, dsts, wv) -> None:
+        """``dsts[b] = srcs[b] * weight of block b's irrep`` for each block of one side (one
+        ``[k, N, C]`` view per block on either side: the caller's blocks or permuted rows)."""
+        for (_, wrow, _, _, _), src, dst in zip(self._half[key].blocks, srcs, dsts):
+            torch.mul(src, wv[:, wrow], out=dst)
+
+    def _perm_blocks(self, key, t):
+        """Permuted rows ``t [d, N, C]`` cut into the blocks of one side (views)."""
+        return [t[r : r + k] for _, _, _, k, r in self._half[key].blocks]
 
     def _values(self, key, X, ws):
         """Values ``a, b [Ph, N*C]`` on the north half of ``X [d, N*C]``."""
@@ -393,8 +395,9 @@ class GridBackend(SphericalProductBackend):
         for key, x in (("1", x1), ("2", x2)):
             src = self._blocks(rows, key, x, ws)
             d, n = len(self._half[key].perm), src[0].shape[1]
-            X = self._weighted(key, src, wv, ws("X" + key, (d, n, C))).view(d, n * C)
-            vals.append(self._values(key, X, ws))
+            X = ws("X" + key, (d, n, C))
+            self._times_weights(key, src, self._perm_blocks(key, X), wv)
+            vals.append(self._values(key, X.view(d, n * C), ws))
         (a1, b1), (a2, b2) = vals
         O = torch.mul(a1, b2, out=ws("O", a1.shape)).addcmul_(b1, a2)
         E = a1.mul_(a2).addcmul_(b1, b2)
@@ -403,15 +406,13 @@ class GridBackend(SphericalProductBackend):
         yu = E.new_empty(d3, nC) if keep else ws("yu", (d3, nC))
         torch.mm(Q3e.t(), E, out=yu[:d3e])
         torch.mm(Q3o.t(), O, out=yu[d3e:])
-        yu3 = yu.view(d3, n, C)
         if rows:  # straight into the caller's rows
             y = x1.new_empty(d3, n, C)
             dst = self._blocks(True, "3", y)
         else:  # permuted, multiplicity-major columns [N, d3*C], then one column gather
             yp = ws("yp", (n, d3, C))
-            dst = [yp.transpose(0, 1)[r : r + k] for _, _, _, k, r in self._half["3"].blocks]
-        for (_, wrow, _, k, r), b in zip(self._half["3"].blocks, dst):
-            torch.mul(yu3[r : r + k], wv[:, wrow], out=b)
+            dst = self._perm_blocks("3", yp.transpose(0, 1))
+        self._times_weights("3", self._perm_blocks("3", yu.view(d3, n, C)), dst, wv)
         if not rows:
             y = torch.index_select(yp.view(n, -1), 1, self.const("icols3", yp), out=out)
         return y, (yu if keep else None)

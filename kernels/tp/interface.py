@@ -9,7 +9,7 @@ import torch
 from mlip.errors import ConfigError, KernelInputError
 
 from ..irreps import as_irreps, split_channels
-from .base import CHUNK_FLOATS, MODES, TPBackend, TPSpec, chunk_size_for, run_in_chunks
+from .base import CHUNK_FLOATS, MODES, TPBackend, TPSpec, check_chunk_size, chunk_size_for, in_chunks, run_in_chunks
 from .engines import EngineSwitch, resolve_engine
 
 __all__ = ["TensorProduct", "BACKENDS", "register_backend", "backend_options", "CHUNK_FLOATS"]
@@ -101,8 +101,7 @@ class TensorProduct(EngineSwitch, torch.nn.Module):
     def __init__(self, irreps_in1, irreps_in2, irreps_out, *, mode: str = "channelwise", backend: str = "cg",
                  chunk_size: int | None = None, engine: str = "auto", **options):
         super().__init__()
-        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 0):
-            raise KernelInputError(f"chunk_size must be None or an integer >= 0, got {chunk_size!r}")
+        check_chunk_size(chunk_size)
         if mode not in MODES:
             raise KernelInputError(f"mode must be one of {MODES}, got {mode!r}")
         if backend not in BACKENDS:
@@ -136,8 +135,8 @@ class TensorProduct(EngineSwitch, torch.nn.Module):
         if weight.dim() == 1:
             weight = weight.unsqueeze(0)
         run = self.executor(x1.device)
-        n, k = x1.shape[0], self.chunk_size
-        if k == 0 or n <= k or x1.device.type != "cpu":
+        k = self.chunk_size
+        if not in_chunks(x1, k):
             return run(x1, x2, weight)
         if isinstance(run, TPBackend):
             return run.forward_chunked(x1, x2, weight, k)

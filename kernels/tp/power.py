@@ -22,7 +22,7 @@ from mlip.errors import KernelInputError
 
 from ..irreps import as_irreps, from_channels, gather_index, split_channels
 from ..sphere import gauss_legendre_grid, sh_values
-from .base import Constants, chunk_size_for, run_in_chunks
+from .base import Constants, check_chunk_size, chunk_size_for, in_chunks, run_in_chunks
 
 __all__ = ["SymmetricPower"]
 
@@ -43,8 +43,7 @@ class SymmetricPower(Constants):
     def __init__(self, irreps_in, irreps_out, correlation: int, *, resolution: tuple[int, int] | None = None,
                  chunk_size: int | None = None):
         super().__init__()
-        if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 0):
-            raise KernelInputError(f"chunk_size must be None or an integer >= 0, got {chunk_size!r}")
+        check_chunk_size(chunk_size)
         self.irreps_in = as_irreps(irreps_in, "irreps_in")
         self.irreps_out = as_irreps(irreps_out, "irreps_out")
         C, irs_in = split_channels(self.irreps_in, "irreps_in")
@@ -81,9 +80,8 @@ class SymmetricPower(Constants):
             raise KernelInputError(
                 f"weight: expected shape [{x.shape[0]}, {self.weight_numel}] or [{self.weight_numel}], "
                 f"got {tuple(weight.shape)}")
-        k = self.chunk_size
-        if k and x.shape[0] > k and x.device.type == "cpu":
-            return run_in_chunks(self._powers, (x,), weight, k)
+        if in_chunks(x, self.chunk_size):
+            return run_in_chunks(self._powers, (x,), weight, self.chunk_size)
         return self._powers(x, weight)
 
     def _powers(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
