@@ -130,6 +130,17 @@ def many_body_calls(impl, L, N, C, device) -> tuple[dict, dict]:
     return row, {"fwd": fwd, "fb": fb}
 
 
+def case_runs(mode, kind) -> bool:
+    """Whether (mode, kind) is a case: the many-body product has no mode, it runs once (as channelwise)."""
+    return kind != "manybody" or mode == "channelwise"
+
+
+def impl_runs(impl, mode, kind) -> bool:
+    """Whether ``impl`` runs in case (mode, kind): cuEquivariance's product is channelwise only,
+    and only mlip backends have a many-body product."""
+    return not ((impl == "cueq" and mode != "channelwise") or (kind == "manybody" and impl not in BACKENDS))
+
+
 def calls(impl, L, mode, kind, N, C, device) -> tuple[dict, dict]:
     """Build one implementation for one case; returns its row stub and ``{"fwd": fn, "fb": fn}``."""
     if kind == "manybody":
@@ -376,14 +387,14 @@ def main(argv=None) -> int:
         print(f"float32 GEMM 2048^3 in this process: {peak:.1f} GFLOP/s", flush=True)
     for mode in ([] if args.from_json else args.modes):
         for kind in args.kinds:
-            if kind == "manybody" and mode != "channelwise":
-                continue  # no mode: one run
+            if not case_runs(mode, kind):
+                continue
             if args.interleave:
                 hist: dict = {}
                 for L in Ls:
                     live = []
                     for impl in impls:
-                        if (impl == "cueq" and mode != "channelwise") or (kind == "manybody" and impl not in BACKENDS):
+                        if not impl_runs(impl, mode, kind):
                             continue
                         h = hist.get(impl, [])
                         est = h[-1] * h[-1] / h[-2] / 1e3 if len(h) >= 2 else None
@@ -401,7 +412,7 @@ def main(argv=None) -> int:
                               f"{gemm_rate(r, 'fb', peak)}", flush=True)
                 continue
             for impl in impls:
-                if (impl == "cueq" and mode != "channelwise") or (kind == "manybody" and impl not in BACKENDS):
+                if not impl_runs(impl, mode, kind):
                     continue
                 hist: list[float] = []
                 for L in Ls:
@@ -493,7 +504,7 @@ def main(argv=None) -> int:
         parts += ["", note]
     for mode in args.modes:
         for kind in args.kinds:
-            if kind == "manybody" and mode != "channelwise":
+            if not case_runs(mode, kind):
                 continue
             for key, label in (("fwd", "forward"), ("fb", "forward + backward")):
                 title = (f"many-body product (correlation 3) on irreps up to L, {label}" if kind == "manybody"
