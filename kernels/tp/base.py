@@ -15,7 +15,7 @@ from ..irreps import channel_dim, channel_layout
 from .layout import RowPlan
 
 __all__ = ["TPSpec", "TPBackend", "Constants", "MODES", "CHUNK_FLOATS", "check_chunk_size", "chunk_size_for",
-           "in_chunks", "run_in_chunks"]
+           "in_chunks", "run_in_chunks", "spans", "rows_of", "grads_in_chunks", "grads_by_recompute"]
 
 MODES = ("channelwise", "elementwise")
 
@@ -117,6 +117,55 @@ def run_in_chunks(fn, xs: tuple, weight: torch.Tensor, k: int) -> torch.Tensor:
     n = xs[0].shape[0]
     ws = weight.split(k) if weight.shape[0] == n else [weight] * ((n + k - 1) // k)
     return torch.cat([fn(*parts, w) for *parts, w in zip(*(x.split(k) for x in xs), ws)])
+
+
+# products whose chunks run inside one autograd node (grid's half-grid route, cp): the chunk
+# loop's pieces, shared ----------------------------------------------------------------------
+
+def spans(n: int, chunk: int) -> list[tuple[int, int]]:
+    """``[a, b)`` ranges of at most ``chunk`` samples covering ``n`` (one range when chunk is 0)."""
+    if not chunk or n <= chunk:
+        return [(0, n)]
+    return [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
+
+
+def rows_of(weight: torch.Tensor, a: int, b: int) -> torch.Tensor:
+    """Samples ``[a, b)`` of per-sample weights; shared weights ``[1, numel]`` as they are."""
+    return weight if weight.shape[0] == 1 else weight[a:b]
+
+
+def grads_in_chunks(step, ranges, x1, x2, weight, need) -> tuple:
+    """Gradients of ``(x1, x2, weight)`` (``None`` where ``need`` is False) of a product run in
+    chunks of samples (dim 0) inside one autograd node, without concatenation:
+    ``step(i, a, b, out)`` computes chunk ``i`` (samples ``[a, b)``), writing its x1 and x2
+    gradients into ``out[0]``, ``out[1]`` (the chunk's rows of the whole gradients, or
+    ``None``) and its weight gradient into ``out[2]`` when the weights are per sample; it
+    returns the three gradients. Shared weights ``[1, numel]`` sum the chunks' gradients."""
+    shared = weight.shape[0] == 1
+    outs = [t.new_empty(t.shape) if k else None for t, k in zip((x1, x2, weight), need)]
+    if shared and need[2]:
+        outs[2].zero_()
+    for i, (a, b) in enumerate(ranges):
+        o = [None if t is None else t[a:b] for t in outs[:2]] + [None if shared or not need[2] else outs[2][a:b]]
+        g = step(i, a, b, o)
+        if shared and need[2]:
+            outs[2] += g[2]
+    return tuple(outs)
+
+
+def grads_by_recompute(fn, xs, gy, need) -> tuple:
+    """The gradients of ``fn(*xs)`` (``None`` where ``need`` is False) with their own graph
+    (``create_graph``: derivatives of the gradient are wanted), for a written-out backward.
+    ``fn`` recomputes the product with autograd ops on fresh nodes (views) that stand for the
+    inputs, so that each gradient is the partial derivative along this product only (x1 may
+    itself depend on x2, e.g. in a potential's second layer) while it stays differentiable
+    in the inputs."""
+    with torch.enable_grad():
+        views = [t.view_as(t) for t in xs]
+        y = fn(*views)
+    ins = [t for t, k in zip(views, need) if k]
+    gs = iter(torch.autograd.grad(y, ins, gy, create_graph=True))
+    return tuple(next(gs) if k else None for k in need)
 
 
 class TPBackend(Constants):

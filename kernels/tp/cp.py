@@ -19,6 +19,12 @@ it), keyed by irreps, rank and algorithm version, written atomically.
 
 Default rank: ``7 L^2`` (the quadratic schedule of the reference code; L the largest input
 degree), capped at the full rank.
+
+Execution: three GEMMs on stacked component-major rows (:meth:`CPBackend.forward_rows`). On
+CPU a multiplicity-major call of more samples than the chunk size runs its chunks inside one
+autograd node (:class:`_CPChunks`, forward and backward written out, ``u`` and ``v`` kept for
+the backward): no split of the inputs and no concatenation of outputs or gradients.
+Timings: ``benchmarks/README.md``.
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from mlip.atomic import atomic_open
 from mlip.errors import ConfigError, KernelInputError
 from mlip.paths import cache_dir as user_cache_dir
 
-from .base import TPBackend, TPSpec
+from .base import TPBackend, TPSpec, grads_by_recompute, grads_in_chunks, rows_of, spans
 from .paths import enumerate_paths, unreachable_outputs
 
 __all__ = ["CPBackend", "cg_tensor", "cp_als", "cache_dir"]
@@ -166,6 +172,11 @@ class CPBackend(TPBackend):
         # as many as the channel layout would need)
         return self.plan3.unstack(self.forward_rows(self.plan1.stack(x1), self.plan2.stack(x2), weight))
 
+    def forward_chunked(self, x1, x2, weight, k):
+        """On CPU the chunks run inside one autograd node (:class:`_CPChunks`): each chunk's
+        output and gradients are written into their rows, no concatenation."""
+        return _CPChunks.apply(self, k, x1, x2, weight)
+
     #: the factors act on the component axis, so stacked rows ([D, N*C] matrices) need no relayout
     supports_rows = True
 
@@ -177,6 +188,50 @@ class CPBackend(TPBackend):
         v = self.const("B", x1).t() @ x2.reshape(x2.shape[0], -1)  # [R, N*C|N]
         z = self.const("Ct", x1).t() @ (u.view(-1, n, C) * v.view(-1, n, x2.shape[2])).view(-1, n * C)
         return z.view(-1, n, C) * weight
+
+    # the written-out product on one chunk of multiplicity-major samples (no autograd) --------
+    def _factors(self, X1, X2):
+        """``u = A^T X1 [R, n, C]`` and ``v = B^T X2 [R, n, C|1]`` of stacked rows."""
+        n = X1.shape[1]
+        u = (self.const("A", X1).t() @ X1.view(X1.shape[0], -1)).view(-1, n, X1.shape[2])
+        v = (self.const("B", X1).t() @ X2.view(X2.shape[0], -1)).view(-1, n, X2.shape[2])
+        return u, v
+
+    def _chunk_forward(self, x1, x2, weight, out, keep: bool):
+        """The product of samples ``x1 [n, C*d1]``, ``x2`` written into ``out [n, C*d3]``;
+        with ``keep``, returns ``u`` and ``v`` for the backward (else ``None``)."""
+        u, v = self._factors(self.plan1.stack_plain(x1), self.plan2.stack_plain(x2))
+        n, C = u.shape[1], u.shape[2]
+        p = u * v if keep else u.mul_(v)
+        z = (self.const("Ct", u).t() @ p.view(u.shape[0], -1)).view(-1, n, C)
+        self.plan3.unstack_plain(z.mul_(weight), out)
+        return (u, v) if keep else None
+
+    def _chunk_backward(self, u, v, weight, gy, need, out):
+        """Gradients of :meth:`_chunk_forward` from its ``u``, ``v`` (``need`` masks x1, x2,
+        weight; x1's and x2's are written into ``out[0]``, ``out[1]`` when given, the weight's
+        into ``out[2]``). Three GEMMs, as many as the forward: with ``g = Ct^T`` applied to
+        the output gradient (before the weight), ``dL/dw = sum_r g u v``, ``dL/du = w g v``,
+        ``dL/dv = w g u`` (summed over channels when x2 has one)."""
+        R, n, C = u.shape
+        g = (self.const("Ct", u) @ self.plan3.stack_plain(gy).view(-1, n * C)).view(R, n, C)
+        wb = weight.view(-1, C)  # [n|1, C], broadcast over the rank
+        grads = [None, None, None]
+        if need[1] or need[2]:
+            gu = g * u
+            if need[2]:
+                gw = (gu * v).sum(0)
+                gw = gw.sum(0, keepdim=True) if weight.shape[0] == 1 else gw
+                grads[2] = gw if out[2] is None else out[2].copy_(gw)
+            if need[1]:
+                gv = gu.mul_(wb)
+                gv = gv.sum(2, keepdim=True) if v.shape[2] < C else gv
+                gx2 = (self.const("B", u) @ gv.view(R, -1)).view(-1, n, v.shape[2])
+                grads[1] = self.plan2.unstack_plain(gx2, out[1])
+        if need[0]:
+            gx = g.mul_(wb).mul_(v).view(R, -1)
+            grads[0] = self.plan1.unstack_plain((self.const("A", u) @ gx).view(-1, n, C), out[0])
+        return grads
 
     def floats_per_sample(self) -> int:
         """The largest intermediate per sample is ``u`` (and ``u * v``): ``C R`` numbers, more
@@ -213,3 +268,39 @@ class CPBackend(TPBackend):
             "relative_error": self.relative_error,
             "equivariance_error": self._equivariance_error,
         }
+
+
+class _CPChunks(torch.autograd.Function):
+    """cp's product on multiplicity-major samples in chunks inside one autograd node: outputs
+    and gradients go straight into their rows (no concatenation, forward or backward).
+    Forward and backward are written out (:meth:`CPBackend._chunk_forward`,
+    :meth:`CPBackend._chunk_backward`: the factor products ``u``, ``v`` of each chunk are kept
+    for the backward, three GEMMs there); a second-order derivative (``create_graph``)
+    recomputes each chunk with autograd ops (:meth:`CPBackend.forward`)."""
+
+    @staticmethod
+    def forward(ctx, impl, k, x1, x2, weight):
+        ctx.impl, ctx.spans = impl, spans(x1.shape[0], k)
+        y = x1.new_empty(x1.shape[0], impl.plan3.width)
+        keep = any(ctx.needs_input_grad[2:])
+        uv = [impl._chunk_forward(x1[a:b], x2[a:b], rows_of(weight, a, b), y[a:b], keep) for a, b in ctx.spans]
+        # u, v of each chunk (R/d times the inputs' memory, as autograd of the product would keep)
+        ctx.save_for_backward(x1, x2, weight, *(t for p in uv if p for t in p))
+        return y
+
+    @staticmethod
+    def backward(ctx, gy):
+        x1, x2, weight, *uv = ctx.saved_tensors
+        impl, ranges = ctx.impl, ctx.spans
+        need = ctx.needs_input_grad[2:]
+        if torch.is_grad_enabled():  # create_graph: derivatives of the gradient are wanted
+            def ref(a1, a2, aw):
+                return torch.cat([impl.forward(a1[a:b], a2[a:b], rows_of(aw, a, b)) for a, b in ranges])
+            return (None, None, *grads_by_recompute(ref, (x1, x2, weight), gy, need))
+
+        gy = gy.contiguous()
+
+        def step(i, a, b, out):
+            return impl._chunk_backward(uv[2 * i], uv[2 * i + 1], rows_of(weight, a, b), gy[a:b], need, out)
+
+        return (None, None, *grads_in_chunks(step, ranges, x1, x2, weight, need))

@@ -40,6 +40,7 @@ are kept). Other cases take the full grid with autograd ops
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 import threading
@@ -50,6 +51,7 @@ import torch
 from mlip.errors import ConfigError
 
 from ..sphere import gauss_legendre_grid, mirror_signs, sh_values
+from .base import grads_by_recompute, grads_in_chunks, rows_of, spans
 from .product import SphericalProductBackend
 
 __all__ = ["GridBackend", "exact_resolution"]
@@ -130,13 +132,13 @@ class _HalfGridProduct(torch.autograd.Function):
     @staticmethod
     def forward(ctx, impl, rows, chunk, x1, x2, weight):
         ctx.impl, ctx.rows = impl, rows
-        ctx.spans = _spans(x1.shape[1] if rows else x1.shape[0], chunk)
+        ctx.spans = spans(x1.shape[1] if rows else x1.shape[0], chunk)
         if len(ctx.spans) == 1:
             y, yu = impl._half_forward(rows, x1, x2, weight, keep=True)
             yus = [yu]
         else:  # chunks of a multiplicity-major product, written straight into one output
             y = x1.new_empty(x1.shape[0], impl.spec.irreps_out.dim)
-            yus = [impl._half_forward(rows, x1[a:b], x2[a:b], _rows_of(weight, a, b), keep=True, out=y[a:b])[1]
+            yus = [impl._half_forward(rows, x1[a:b], x2[a:b], rows_of(weight, a, b), keep=True, out=y[a:b])[1]
                    for a, b in ctx.spans]
         ctx.save_for_backward(x1, x2, weight, *yus)
         return y
@@ -144,47 +146,25 @@ class _HalfGridProduct(torch.autograd.Function):
     @staticmethod
     def backward(ctx, gy):
         x1, x2, weight, *yus = ctx.saved_tensors
-        impl, rows, spans = ctx.impl, ctx.rows, ctx.spans
+        impl, rows, ranges = ctx.impl, ctx.rows, ctx.spans
         need = ctx.needs_input_grad[3:]
         if torch.is_grad_enabled():  # create_graph: derivatives of the gradient are wanted
-            # fresh nodes (views) stand for the inputs, so that each gradient is the partial
-            # derivative along this product only (x1 may itself depend on x2, e.g. in a
-            # potential's second layer), while it stays differentiable in the inputs
-            with torch.enable_grad():
-                a1, a2, aw = (t.view_as(t) for t in (x1, x2, weight))
-                if len(spans) == 1:
-                    y = impl._half_reference(rows, a1, a2, aw)
-                else:  # multiplicity-major chunks (samples on dim 0)
-                    y = torch.cat([impl._half_reference(rows, a1[a:b], a2[a:b], _rows_of(aw, a, b)) for a, b in spans])
-            ins = [t for t, k in zip((a1, a2, aw), need) if k]
-            gs = iter(torch.autograd.grad(y, ins, gy, create_graph=True))
-            return (None, None, None, *(next(gs) if k else None for k in need))
+            if len(ranges) == 1:
+                ref = functools.partial(impl._half_reference, rows)
+            else:  # multiplicity-major chunks (samples on dim 0)
+                def ref(a1, a2, aw):
+                    return torch.cat([impl._half_reference(rows, a1[a:b], a2[a:b], rows_of(aw, a, b))
+                                      for a, b in ranges])
+            return (None, None, None, *grads_by_recompute(ref, (x1, x2, weight), gy, need))
         gy = gy.contiguous()
-        if len(spans) == 1:
+        if len(ranges) == 1:
             return (None, None, None, *impl._half_backward(rows, x1, x2, weight, yus[0], gy, need))
+
         # chunks: each one's gradients go straight into their rows of the whole gradients
-        shared = weight.shape[0] == 1
-        outs = [t.new_empty(t.shape) if k else None for t, k in zip((x1, x2, weight), need)]
-        if shared and need[2]:
-            outs[2].zero_()
-        for (a, b), yu in zip(spans, yus):
-            o = [None if t is None else t[a:b] for t in outs[:2]] + [None if shared or not need[2] else outs[2][a:b]]
-            g = impl._half_backward(rows, x1[a:b], x2[a:b], _rows_of(weight, a, b), yu, gy[a:b], need, out=o)
-            if shared and need[2]:
-                outs[2] += g[2]
-        return (None, None, None, *outs)
+        def step(i, a, b, out):
+            return impl._half_backward(rows, x1[a:b], x2[a:b], rows_of(weight, a, b), yus[i], gy[a:b], need, out=out)
 
-
-def _spans(n: int, chunk: int) -> list[tuple[int, int]]:
-    """``[a, b)`` ranges of at most ``chunk`` samples covering ``n`` (one range when chunk is 0)."""
-    if not chunk or n <= chunk:
-        return [(0, n)]
-    return [(a, min(a + chunk, n)) for a in range(0, n, chunk)]
-
-
-def _rows_of(weight: torch.Tensor, a: int, b: int) -> torch.Tensor:
-    """Samples ``[a, b)`` of per-sample weights; shared weights ``[1, numel]`` as they are."""
-    return weight if weight.shape[0] == 1 else weight[a:b]
+        return (None, None, None, *grads_in_chunks(step, ranges, x1, x2, weight, need))
 
 
 def exact_resolution(L1: int, L2: int, L3: int) -> tuple[int, int]:

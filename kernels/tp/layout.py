@@ -82,9 +82,18 @@ class RowPlan:
             o += d
         return out
 
-    def _scatter(self, blocks) -> torch.Tensor:
+    def stack_plain(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`stack` without autograd (for kernels whose backward is written out)."""
+        return self._gather(x, True)
+
+    def unstack_plain(self, t: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`unstack` without autograd, into ``out`` ``[N, C*d]`` when given."""
+        return self._scatter(t.split(self.dims, dim=0), out)
+
+    def _scatter(self, blocks, out: torch.Tensor | None = None) -> torch.Tensor:
         ref = next(b for b in blocks if b is not None)
-        out = ref.new_empty(ref.shape[1], self.width)
+        if out is None:
+            out = ref.new_empty(ref.shape[1], self.width)
         for dst, b in zip(self._views(out), blocks):
             if b is None:
                 dst.zero_()

@@ -185,6 +185,33 @@ def test_chunked_equals_unchunked(backend, mode):
         TensorProduct("3x0e", "0e", "3x0e", chunk_size=-1)
 
 
+def _graph_nodes(y):
+    """Names of the autograd nodes below ``y``."""
+    seen, todo, names = set(), [y.grad_fn], []
+    while todo:
+        f = todo.pop()
+        if f is None or f in seen:
+            continue
+        seen.add(f)
+        names.append(type(f).__name__)
+        todo += [g for g, _ in f.next_functions]
+    return names
+
+
+@pytest.mark.parametrize("backend", ["grid", "cp", "cg"])
+def test_chunks_inside_one_autograd_node(backend):
+    """grid (half-grid route) and cp run the chunks of a call inside one autograd node: no
+    split of the inputs, no concatenation of outputs or gradients; cg keeps the default
+    chunk loop (split + cat), which is what the check tells apart."""
+    tp = TensorProduct("3x0e+3x1o+3x2e", "0e+1o+2e", "3x0e+3x1o+3x2e", backend=backend, chunk_size=4)
+    x1 = torch.randn(11, tp.irreps_in1.dim, requires_grad=True)
+    x2 = torch.randn(11, tp.irreps_in2.dim, requires_grad=True)
+    w = torch.randn(11, tp.weight_numel, requires_grad=True)
+    names = _graph_nodes(tp(x1, x2, w))
+    chunk_ops = [n for n in names if n.startswith(("Cat", "Split"))]
+    assert bool(chunk_ops) == (backend == "cg"), names
+
+
 ROWS_LAYOUTS = [
     ("channelwise", "3x0e+3x1o+3x2e"),
     ("elementwise", "3x0e+3x1o+3x2e"),
