@@ -243,6 +243,7 @@ def gemm_rate(row, key, peak=None) -> str:
     f, e = row.get("gemm_flops", {}).get(key), row.get(key) or {}
     if not f or "ms" not in e:
         return "–"
+    peak = row.get("gemm_peak", peak)  # the peak of the row's own run (merged tables mix runs)
     r = f / (e["ms"] * 1e6)
     return f"{r:.1f}" + (f" ({100 * r / peak:.0f} %)" if peak else "")
 
@@ -253,6 +254,19 @@ def _load_text(meta) -> str:
     cmd = " ".join(meta.get("commands", [""])[0].split()[2:]) or "this run"
     when = meta.get("date", "")
     return f"`{cmd}` ({when}) " + (f"{a[0]:.1f} -> {b[0]:.1f}" if a and b else "unknown")
+
+
+def _peaks_text(runs) -> str:
+    """The GEMM peak of each run (GFLOP/s; range of its timings where there were several)."""
+    out = []
+    for d in runs:
+        m = d["meta"]
+        if not m.get("gemm_peak_gflops"):
+            continue
+        xs = m.get("gemm_peak_samples") or [m["gemm_peak_gflops"]]
+        spread = f", timings {min(xs):.1f}-{max(xs):.1f}" if len(xs) > 1 else ""
+        out.append(f"{m['gemm_peak_gflops']:.1f} GFLOP/s ({m.get('date', '')}{spread})")
+    return "; ".join(out)
 
 
 def fmt(entry) -> str:
@@ -382,7 +396,10 @@ def main(argv=None) -> int:
         except ImportError:
             pass
     rows = []
-    peak = None if args.from_json or device.type != "cpu" else gemm_peak()
+    # the GEMM peak is timed at the start and again before each L of an interleaved sweep: the
+    # rate column divides by the median of those timings (one timing drifts by 10 % on a VM)
+    peaks = [] if args.from_json or device.type != "cpu" else [gemm_peak()]
+    peak = statistics.median(peaks) if peaks else None
     if peak:
         print(f"float32 GEMM 2048^3 in this process: {peak:.1f} GFLOP/s", flush=True)
     for mode in ([] if args.from_json else args.modes):
@@ -392,6 +409,9 @@ def main(argv=None) -> int:
             if args.interleave:
                 hist: dict = {}
                 for L in Ls:
+                    if peaks:
+                        peaks.append(gemm_peak())
+                        peak = statistics.median(peaks)
                     live = []
                     for impl in impls:
                         if not impl_runs(impl, mode, kind):
@@ -440,11 +460,16 @@ def main(argv=None) -> int:
                     print(f"{mode:11s} {kind:5s} L={L} {impl:5s} fwd {fmt(r['fwd']):>12s} ms   "
                           f"f+b {fmt(r['fb']):>12s} ms   GEMM GFLOP/s {gemm_rate(r, 'fwd', peak)} / "
                           f"{gemm_rate(r, 'fb', peak)}", flush=True)
+    if peaks:
+        peaks.append(gemm_peak())
+        peak = statistics.median(peaks)
+        for r in rows:
+            r["gemm_peak"] = peak
     meta = {
         "N": N, "C": args.C, "dtype": "float32", "clock": args.clock, "device": str(device),
         "threads": torch.get_num_threads(), "torch": torch.__version__, "python": platform.python_version(),
         "machine": platform.processor() or platform.machine(),
-        "date": time.strftime("%Y-%m-%d %H:%M"), "gemm_peak_gflops": peak,
+        "date": time.strftime("%Y-%m-%d %H:%M"), "gemm_peak_gflops": peak, "gemm_peak_samples": peaks,
         "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
     }
     if device.type == "cuda":
@@ -458,6 +483,9 @@ def main(argv=None) -> int:
     if args.from_json:
         loaded = [json.loads(f.read_text()) for f in args.from_json]
         rows = [r for d in loaded for r in d["rows"]]
+        for d in loaded:  # runs written before rows carried their peak
+            for r in d["rows"]:
+                r.setdefault("gemm_peak", d["meta"].get("gemm_peak_gflops"))
         meta = {**loaded[0]["meta"], "merged_from": [str(f) for f in args.from_json]}
         peak = meta.get("gemm_peak_gflops")
         N, args.clock = meta["N"], meta.get("clock", "wall")
@@ -488,8 +516,9 @@ def main(argv=None) -> int:
         "cuEquivariance over cg. `GEMM GFLOP/s`: the GEMM flops that a backend's transforms need by their "
         "shapes (`transform_flops`: for `grid`, the full-grid maps to and from the sphere, forward and, for "
         "f+b, once more for the backward; recomputation not counted) over the time, and in brackets their "
-        "share of a 2048-cubed float32 GEMM timed in the same process"
-        + (f" ({peak:.1f} GFLOP/s)." if peak else "."),
+        "share of a 2048-cubed float32 GEMM timed in the same process (the median of its timings at the "
+        "start, before each L of an interleaved run and at the end)"
+        + (f": {_peaks_text(loaded if args.from_json else [{'meta': meta}])}." if peak else "."),
         "",
         "Load average (1 min) at the start and end of each run: "
         + ("; ".join(_load_text(d["meta"]) for d in loaded) if args.from_json else _load_text(meta)) + ".",

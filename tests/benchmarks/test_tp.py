@@ -59,3 +59,30 @@ def test_many_body_kind_times_each_backends_product(tp, tmp_path):
     assert all("ms" in r["fwd"] and "ms" in r["fb"] for r in rows)
     text = tp.readme_calls[0][1]
     assert "many-body product (correlation 3)" in text and "e3nn" not in text.split("**many-body")[1]
+
+
+def test_gemm_rate_divides_by_the_median_peak_of_the_rows_own_run(tp, tmp_path, monkeypatch):
+    """The GEMM peak is timed at the start, before each L of an interleaved run and at the end;
+    the rate column divides by the run's median, and a merged table keeps each run's own."""
+    import json
+    import statistics
+
+    runs = {}
+    for L, peaks in ((1, [10.0, 30.0, 20.0]), (2, [100.0, 90.0, 110.0])):
+        timings = iter(peaks)
+        monkeypatch.setattr(tp, "gemm_peak", timings.__next__)
+        out = tmp_path / f"L{L}.json"
+        args = ["--L", str(L), "--N", "4", "--C", "2", "--backends", "grid", "--no-e3nn", "--no-cueq", "--modes",
+                "channelwise", "--kinds", "model", "--cap", "5", "--interleave", "--out", str(out)]
+        assert tp.main(args) == 0
+        runs[L] = json.loads(out.read_text())
+        assert runs[L]["meta"]["gemm_peak_samples"] == peaks
+        assert [r["gemm_peak"] for r in runs[L]["rows"]] == [statistics.median(peaks)]
+    assert tp.main(["--from-json", str(tmp_path / "L1.json"), str(tmp_path / "L2.json"), "--out",
+                    str(tmp_path / "merged.json"), "--write-readme"]) == 0
+    text = tp.readme_calls[-1][1]
+    assert "20.0 GFLOP/s" in text and "100.0 GFLOP/s" in text and "timings 10.0-30.0" in text
+    for L, peak in ((1, 20.0), (2, 100.0)):
+        row = runs[L]["rows"][0]
+        rate = row["gemm_flops"]["fb"] / (row["fb"]["ms"] * 1e6)
+        assert f"{rate:.1f} ({100 * rate / peak:.0f} %)" in text
