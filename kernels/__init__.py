@@ -17,9 +17,12 @@ The layer's rules, as they hold:
   package, extra ``mlip[cuda]``) runs ``cg``. Chosen at run time, never stored in a model:
   :func:`set_engine` switches every kernel module inside a model (tensor products, many-body
   products, :class:`ElementLinear`).
+* Speed hints never change a number: :func:`second_order` tells kernels that derivatives of
+  gradients will be taken (the potential sets it when it keeps the graph of its forces), so
+  a kernel with a written-out first-order backward may keep an autograd graph instead.
 """
 
 from .linear import ElementLinear
-from .tp import BACKENDS, ENGINES, TensorProduct, many_body_product, set_engine
+from .tp import BACKENDS, ENGINES, TensorProduct, many_body_product, second_order, set_engine
 
-__all__ = ["TensorProduct", "BACKENDS", "ENGINES", "many_body_product", "set_engine", "ElementLinear"]
+__all__ = ["TensorProduct", "BACKENDS", "ENGINES", "many_body_product", "second_order", "set_engine", "ElementLinear"]

@@ -24,7 +24,7 @@ from ase.data import atomic_numbers as _Z
 from ase.data import chemical_symbols
 from e3nn import o3
 
-from mlip.kernels import set_engine
+from mlip.kernels import second_order, set_engine
 from mlip.kernels.tp.engines import EngineSwitch
 
 from .blocks import Layer, LinearReadout, NonLinearReadout, hidden_irreps
@@ -222,7 +222,8 @@ class Potential(torch.nn.Module):
                 cell_s = cell + torch.bmm(cell, sym)
             else:
                 pos_s, cell_s = pos, cell
-            energies = self._atomic_energies(pos_s, cell_s, shifts, element, batch, edge_index)
+            with second_order(create_graph and (forces or stress)):  # lets kernels keep one graph
+                energies = self._atomic_energies(pos_s, cell_s, shifts, element, batch, edge_index)
             energy = torch.zeros(num_graphs, dtype=dtype, device=device).index_add_(0, batch, energies)
             if not torch.isfinite(energy).all():
                 raise StructureError("non-finite energy: check the input structure (positions, cell)")

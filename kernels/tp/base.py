@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +17,8 @@ from ..irreps import channel_dim, channel_layout
 from .layout import RowPlan
 
 __all__ = ["TPSpec", "TPBackend", "Constants", "MODES", "CHUNK_FLOATS", "check_chunk_size", "chunk_size_for",
-           "in_chunks", "run_in_chunks", "spans", "rows_of", "grads_in_chunks", "grads_by_recompute"]
+           "in_chunks", "run_in_chunks", "spans", "rows_of", "grads_in_chunks", "grads_by_recompute", "second_order",
+           "second_order_expected"]
 
 MODES = ("channelwise", "elementwise")
 
@@ -117,6 +120,30 @@ def run_in_chunks(fn, xs: tuple, weight: torch.Tensor, k: int) -> torch.Tensor:
     n = xs[0].shape[0]
     ws = weight.split(k) if weight.shape[0] == n else [weight] * ((n + k - 1) // k)
     return torch.cat([fn(*parts, w) for *parts, w in zip(*(x.split(k) for x in xs), ws)])
+
+
+_ORDER = threading.local()
+
+
+@contextlib.contextmanager
+def second_order(enabled: bool = True):
+    """Within this block, derivatives of gradients will be taken (``create_graph``, e.g. a
+    potential trained on forces): kernels with a written-out first-order backward may then
+    take their autograd route instead, which keeps the graph once rather than recomputing
+    the product in the backward. Only speed depends on it, never a number. Per thread;
+    blocks nest (the innermost wins). :class:`mlip.Potential` sets it from its
+    ``create_graph``."""
+    prev = getattr(_ORDER, "on", False)
+    _ORDER.on = bool(enabled)
+    try:
+        yield
+    finally:
+        _ORDER.on = prev
+
+
+def second_order_expected() -> bool:
+    """Whether the caller is inside a :func:`second_order` block (this thread)."""
+    return getattr(_ORDER, "on", False)
 
 
 # products whose chunks run inside one autograd node (grid's half-grid route, cp): the chunk

@@ -226,6 +226,27 @@ def test_training_mode_keeps_graph_for_force_losses(h):
     assert model.embedding.grad is not None and model.embedding.grad.abs().sum() > 0
 
 
+def test_second_order_hint_follows_create_graph(h):
+    """The kernels hear ``second_order`` exactly when the potential keeps the graph of its
+    derivatives (training on forces or stress), not in MD or evaluation."""
+    from mlip.kernels.tp.base import second_order_expected
+
+    model = h.model("cp")
+    seen = []
+    for m in model.modules():
+        if isinstance(m, TensorProduct):
+            m.register_forward_pre_hook(lambda mod, args: seen.append(second_order_expected()))
+    g = mlip.atoms_to_graph(h.ethanol(), 5.0)
+    for kw, want in (({"create_graph": True}, True), ({"create_graph": False}, False),
+                     ({"create_graph": True, "forces": False}, False), ({}, False)):
+        seen.clear()
+        model.eval()(g, **kw)
+        assert seen and set(seen) == {want}, kw
+    seen.clear()
+    model.train()(g)  # training mode: create_graph by default
+    assert set(seen) == {True} and not second_order_expected()
+
+
 def _assert_same_training_outputs(m1, m2, g, rtol=1e-11):
     """Energies, per-atom energies, forces, stress and the parameter gradient of a force +
     stress loss (second derivatives, as in training) of two models agree."""
