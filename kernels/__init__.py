@@ -19,10 +19,12 @@ The layer's rules, as they hold:
   products, :class:`ElementLinear`).
 * Speed hints never change a number: :func:`second_order` tells kernels that derivatives of
   gradients will be taken (the potential sets it when it keeps the graph of its forces), so
-  a kernel with a written-out first-order backward may keep an autograd graph instead.
+  a kernel with a written-out first-order backward may keep an autograd graph instead;
+  code that recomputes later (checkpointing) binds the hint with :func:`under_this_order`.
 """
 
 from .linear import ElementLinear
-from .tp import BACKENDS, ENGINES, TensorProduct, many_body_product, second_order, set_engine
+from .tp import BACKENDS, ENGINES, TensorProduct, many_body_product, second_order, set_engine, under_this_order
 
-__all__ = ["TensorProduct", "BACKENDS", "ENGINES", "many_body_product", "second_order", "set_engine", "ElementLinear"]
+__all__ = ["TensorProduct", "BACKENDS", "ENGINES", "many_body_product", "second_order", "set_engine", "ElementLinear",
+           "under_this_order"]

@@ -19,7 +19,7 @@ import torch
 from e3nn import o3
 from torch.utils.checkpoint import checkpoint
 
-from mlip.kernels import ElementLinear, TensorProduct, many_body_product
+from mlip.kernels import ElementLinear, TensorProduct, many_body_product, under_this_order
 
 from .radial import RadialMLP, silu_norm
 
@@ -161,7 +161,8 @@ class Interaction(torch.nn.Module):
             x_g = h.index_select(axis, src_g)
             for x, s, f, d in zip(_pieces(x_g, k, axis), _pieces(sh_g, k, axis), _pieces(ef_g, k), _pieces(dst_g, k)):
                 if recompute:  # keep only the chunk's inputs; its messages are recomputed in backward
-                    m = checkpoint(messages, x, s, f, use_reentrant=False)
+                    # the recomputation runs in the backward: same kernel route as now
+                    m = checkpoint(under_this_order(messages), x, s, f, use_reentrant=False)
                 else:
                     m = messages(x, s, f)
                 a.index_add_(axis, d, m)

@@ -5,7 +5,7 @@ an engine (``torch``; ``cuequivariance`` for ``cg``), see :mod:`mlip.kernels.tp.
 :func:`many_body_product` builds the many-body product a backend uses.
 """
 
-from .base import second_order
+from .base import second_order, under_this_order
 from .cg import CGBackend
 from .cp import CPBackend
 from .engines import ENGINES, set_engine
@@ -18,4 +18,5 @@ for _cls in (CGBackend, GauntBackend, GridBackend, CPBackend):
     register_backend(_cls)
 
 __all__ = ["TensorProduct", "BACKENDS", "register_backend", "backend_options", "CGBackend", "ENGINES",
-           "set_engine", "many_body_product", "second_order"]
+           "set_engine", "many_body_product", "second_order",
+           "under_this_order"]

@@ -18,7 +18,7 @@ from .layout import RowPlan
 
 __all__ = ["TPSpec", "TPBackend", "Constants", "MODES", "CHUNK_FLOATS", "check_chunk_size", "chunk_size_for",
            "in_chunks", "run_in_chunks", "spans", "rows_of", "grads_in_chunks", "grads_by_recompute", "second_order",
-           "second_order_expected"]
+           "second_order_expected", "under_this_order"]
 
 MODES = ("channelwise", "elementwise")
 
@@ -144,6 +144,19 @@ def second_order(enabled: bool = True):
 def second_order_expected() -> bool:
     """Whether the caller is inside a :func:`second_order` block (this thread)."""
     return getattr(_ORDER, "on", False)
+
+
+def under_this_order(fn):
+    """``fn`` bound to the :func:`second_order` hint in force now: for code that runs ``fn``
+    again later, outside this block (``torch.utils.checkpoint`` recomputes in the backward,
+    and must take the same route as the original forward, or it saves other tensors)."""
+    flag = second_order_expected()
+
+    def run(*args, **kwargs):
+        with second_order(flag):
+            return fn(*args, **kwargs)
+
+    return run
 
 
 # products whose chunks run inside one autograd node (grid's half-grid route, cp): the chunk

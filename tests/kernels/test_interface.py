@@ -210,22 +210,38 @@ def test_chunks_inside_one_autograd_node(backend):
     names = _graph_nodes(tp(x1, x2, w))
     chunk_ops = [n for n in names if n.startswith(("Cat", "Split"))]
     assert bool(chunk_ops) == (backend == "cg"), names
-    if backend == "cp":
-        # where second derivatives are announced, cp takes the autograd chunk loop (its graph
-        # serves them without a recomputation): same numbers, first and second order
-        y = tp(x1, x2, w)
+
+
+@pytest.mark.parametrize("chunk", [0, 4])
+@pytest.mark.parametrize("backend", ["grid", "cp"])
+def test_second_order_hint_changes_the_route_not_the_numbers(backend, chunk):
+    """Where second derivatives are announced (``second_order``), grid and cp take autograd
+    ops instead of their written-out backward (whose graph would need a recomputation):
+    same values, first and second derivatives, whole or in chunks; grid on stacked rows too."""
+    tp = TensorProduct("3x0e+3x1o+3x2e", "0e+1o+2e", "3x0e+3x1o+3x2e", backend=backend, chunk_size=chunk).double()
+    g = torch.Generator().manual_seed(3)
+    n = 11
+    cases = [(tp, (n, tp.irreps_in1.dim), (n, tp.irreps_in2.dim))]
+    if backend == "grid":
+        p1, p2, _ = tp.rows_plans
+        cases.append((tp.forward_rows, (p1.rows, n, p1.channels), (p2.rows, n, 1)))
+    for call, s1, s2 in cases:
+        x1, x2 = (torch.randn(s, dtype=torch.float64, generator=g, requires_grad=True) for s in (s1, s2))
+        w = torch.randn(n, tp.weight_numel, dtype=torch.float64, generator=g, requires_grad=True)
+        y = call(x1, x2, w)
         with second_order():
-            y2 = tp(x1, x2, w)
-        assert any(n.startswith("Cat") for n in _graph_nodes(y2))
-        torch.testing.assert_close(y2, y)
-        gy = torch.randn_like(y)
+            y2 = call(x1, x2, w)
+        # a different route where there is a written-out one (cp: its chunked call only)
+        assert (_graph_nodes(y2) != _graph_nodes(y)) == (backend == "grid" or chunk > 0)
+        torch.testing.assert_close(y2, y, rtol=1e-12, atol=1e-12)
+        gy = torch.randn(y.shape, dtype=torch.float64, generator=g)
         g1 = torch.autograd.grad(y, (x1, x2, w), gy, create_graph=True)
         g2 = torch.autograd.grad(y2, (x1, x2, w), gy, create_graph=True)
         for a, b in zip(g1, g2):
-            torch.testing.assert_close(b, a)
-        h1, h2 = (torch.autograd.grad(sum(t.square().sum() for t in g), (x1, x2, w)) for g in (g1, g2))
+            torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12)
+        h1, h2 = (torch.autograd.grad(sum(t.sin().sum() for t in gr), (x1, x2, w)) for gr in (g1, g2))
         for a, b in zip(h1, h2):
-            torch.testing.assert_close(b, a)
+            torch.testing.assert_close(b, a, rtol=1e-11, atol=1e-11)
 
 
 ROWS_LAYOUTS = [
