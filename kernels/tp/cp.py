@@ -39,7 +39,16 @@ from mlip.atomic import atomic_open
 from mlip.errors import ConfigError, KernelInputError
 from mlip.paths import cache_dir as user_cache_dir
 
-from .base import TPBackend, TPSpec, grads_by_recompute, grads_in_chunks, rows_of, second_order_expected, spans
+from .base import (
+    TPBackend,
+    TPSpec,
+    grads_by_recompute,
+    grads_in_chunks,
+    rows_of,
+    run_in_chunks,
+    second_order_expected,
+    spans,
+)
 from .paths import enumerate_paths, unreachable_outputs
 
 __all__ = ["CPBackend", "cg_tensor", "cp_als", "cache_dir"]
@@ -189,20 +198,20 @@ class CPBackend(TPBackend):
     def forward_rows(self, x1, x2, weight):
         """``x1 [D1, N, C]``, ``x2 [D2, N, C|1]`` -> ``[D3, N, C]``: ``u = A^T x1``, ``v = B^T x2``
         (``[R, N, C|1]``), ``z = C (u * v)``, times the per-channel weight."""
-        n, C = x1.shape[1], self.spec.channels
-        u = self.const("A", x1).t() @ x1.reshape(x1.shape[0], -1)  # [R, N*C]
-        v = self.const("B", x1).t() @ x2.reshape(x2.shape[0], -1)  # [R, N*C|N]
-        z = self.const("Ct", x1).t() @ (u.view(-1, n, C) * v.view(-1, n, x2.shape[2])).view(-1, n * C)
+        u, v = self._factors(x1, x2)
+        R, n, C = u.shape
+        z = self.const("Ct", x1).t() @ (u * v).view(R, n * C)
         return z.view(-1, n, C) * weight
 
-    # the written-out product on one chunk of multiplicity-major samples (no autograd) --------
     def _factors(self, X1, X2):
-        """``u = A^T X1 [R, n, C]`` and ``v = B^T X2 [R, n, C|1]`` of stacked rows."""
+        """``u = A^T X1 [R, n, C]`` and ``v = B^T X2 [R, n, C|1]`` of stacked rows (autograd
+        ops: :meth:`forward_rows` and the written-out chunks share them)."""
         n = X1.shape[1]
-        u = (self.const("A", X1).t() @ X1.view(X1.shape[0], -1)).view(-1, n, X1.shape[2])
-        v = (self.const("B", X1).t() @ X2.view(X2.shape[0], -1)).view(-1, n, X2.shape[2])
+        u = (self.const("A", X1).t() @ X1.reshape(X1.shape[0], -1)).view(-1, n, X1.shape[2])
+        v = (self.const("B", X1).t() @ X2.reshape(X2.shape[0], -1)).view(-1, n, X2.shape[2])
         return u, v
 
+    # the written-out product on one chunk of multiplicity-major samples (no autograd) --------
     def _chunk_forward(self, x1, x2, weight, out, keep: bool):
         """The product of samples ``x1 [n, C*d1]``, ``x2`` written into ``out [n, C*d3]``;
         with ``keep``, returns ``u`` and ``v`` for the backward (else ``None``)."""
@@ -286,7 +295,7 @@ class _CPChunks(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, impl, k, x1, x2, weight):
-        ctx.impl, ctx.spans = impl, spans(x1.shape[0], k)
+        ctx.impl, ctx.chunk, ctx.spans = impl, k, spans(x1.shape[0], k)
         y = x1.new_empty(x1.shape[0], impl.plan3.width)
         keep = any(ctx.needs_input_grad[2:])
         uv = [impl._chunk_forward(x1[a:b], x2[a:b], rows_of(weight, a, b), y[a:b], keep) for a, b in ctx.spans]
@@ -300,8 +309,8 @@ class _CPChunks(torch.autograd.Function):
         impl, ranges = ctx.impl, ctx.spans
         need = ctx.needs_input_grad[2:]
         if torch.is_grad_enabled():  # create_graph: derivatives of the gradient are wanted
-            def ref(a1, a2, aw):
-                return torch.cat([impl.forward(a1[a:b], a2[a:b], rows_of(aw, a, b)) for a, b in ranges])
+            def ref(a1, a2, aw):  # the default chunk loop (split + cat) on autograd ops
+                return run_in_chunks(impl.forward, (a1, a2), aw, ctx.chunk)
             return (None, None, *grads_by_recompute(ref, (x1, x2, weight), gy, need))
 
         gy = gy.contiguous()

@@ -54,7 +54,7 @@ import torch
 from mlip.errors import ConfigError
 
 from ..sphere import gauss_legendre_grid, mirror_signs, sh_values
-from .base import grads_by_recompute, grads_in_chunks, rows_of, second_order_expected, spans
+from .base import grads_by_recompute, grads_in_chunks, rows_of, run_in_chunks, second_order_expected, spans
 from .product import SphericalProductBackend
 
 __all__ = ["GridBackend", "exact_resolution"]
@@ -134,7 +134,7 @@ class _HalfGridProduct(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, impl, rows, chunk, x1, x2, weight):
-        ctx.impl, ctx.rows = impl, rows
+        ctx.impl, ctx.rows, ctx.chunk = impl, rows, chunk
         ctx.spans = spans(x1.shape[1] if rows else x1.shape[0], chunk)
         if len(ctx.spans) == 1:
             y, yu = impl._half_forward(rows, x1, x2, weight, keep=True)
@@ -152,12 +152,9 @@ class _HalfGridProduct(torch.autograd.Function):
         impl, rows, ranges = ctx.impl, ctx.rows, ctx.spans
         need = ctx.needs_input_grad[3:]
         if torch.is_grad_enabled():  # create_graph: derivatives of the gradient are wanted
-            if len(ranges) == 1:
-                ref = functools.partial(impl._half_reference, rows)
-            else:  # multiplicity-major chunks (samples on dim 0)
-                def ref(a1, a2, aw):
-                    return torch.cat([impl._half_reference(rows, a1[a:b], a2[a:b], rows_of(aw, a, b))
-                                      for a, b in ranges])
+            def ref(a1, a2, aw):  # multiplicity-major chunks: the default chunk loop (split + cat)
+                one = functools.partial(impl._half_reference, rows)
+                return one(a1, a2, aw) if len(ranges) == 1 else run_in_chunks(one, (a1, a2), aw, ctx.chunk)
             return (None, None, None, *grads_by_recompute(ref, (x1, x2, weight), gy, need))
         gy = gy.contiguous()
         if len(ranges) == 1:
