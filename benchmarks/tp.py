@@ -396,10 +396,17 @@ def main(argv=None) -> int:
         except ImportError:
             pass
     rows = []
-    # the GEMM peak is timed at the start and again before each L of an interleaved sweep: the
-    # rate column divides by the median of those timings (one timing drifts by 10 % on a VM)
-    peaks = [] if args.from_json or device.type != "cpu" else [gemm_peak()]
-    peak = statistics.median(peaks) if peaks else None
+    # the GEMM peak is timed at the start, before each L of an interleaved sweep and at the end:
+    # the rate column divides by the median of those timings (a VM's speed moves within a run)
+    peaks: list[float] = []
+
+    def time_peak() -> float | None:  # one more timing (CPU runs only); the median so far
+        if args.from_json or device.type != "cpu":
+            return None
+        peaks.append(gemm_peak())
+        return statistics.median(peaks)
+
+    peak = time_peak()
     if peak:
         print(f"float32 GEMM 2048^3 in this process: {peak:.1f} GFLOP/s", flush=True)
     for mode in ([] if args.from_json else args.modes):
@@ -409,9 +416,7 @@ def main(argv=None) -> int:
             if args.interleave:
                 hist: dict = {}
                 for L in Ls:
-                    if peaks:
-                        peaks.append(gemm_peak())
-                        peak = statistics.median(peaks)
+                    peak = time_peak()
                     live = []
                     for impl in impls:
                         if not impl_runs(impl, mode, kind):
@@ -461,8 +466,7 @@ def main(argv=None) -> int:
                           f"f+b {fmt(r['fb']):>12s} ms   GEMM GFLOP/s {gemm_rate(r, 'fwd', peak)} / "
                           f"{gemm_rate(r, 'fb', peak)}", flush=True)
     if peaks:
-        peaks.append(gemm_peak())
-        peak = statistics.median(peaks)
+        peak = time_peak()
         for r in rows:
             r["gemm_peak"] = peak
     meta = {
