@@ -153,8 +153,11 @@ def run_mlip(args, backend: str, train: Path, val: Path) -> list[dict]:
         if p.returncode:
             raise RuntimeError(f"mlip {backend} stage {minutes} min failed:\n{p.stderr[-3000:]}")
         model = out / f"model_{minutes:g}min.pt"
-        subprocess.run([sys.executable, "-m", "mlip.train", "export", str(out / "checkpoints" / "last.pt"),
-                        "-o", str(model)], cwd=ROOT, check=True, capture_output=True)
+        # this stage's model replaces one an earlier run of the same --work left there
+        p = subprocess.run([sys.executable, "-m", "mlip.train", "export", str(out / "checkpoints" / "last.pt"),
+                            "-o", str(model), "--overwrite"], cwd=ROOT, capture_output=True, text=True)
+        if p.returncode:
+            raise RuntimeError(f"mlip {backend} export after {minutes} min failed:\n{p.stderr[-3000:]}")
         metrics = evaluate(model, val, args)
         ck = _checkpoint_step(out / "checkpoints" / "last.pt")
         rows.append({"code": "mlip", "backend": backend, "minutes": minutes, "steps": ck, **metrics,
