@@ -131,14 +131,43 @@ def many_body_calls(impl, L, N, C, device) -> tuple[dict, dict]:
 
 
 def case_runs(mode, kind) -> bool:
-    """Whether (mode, kind) is a case: the many-body product has no mode, it runs once (as channelwise)."""
-    return kind != "manybody" or mode == "channelwise"
+    """Whether (mode, kind) is a case: the many-body product has no mode, it runs once (as
+    channelwise); the stacked rows are the interaction's channelwise product."""
+    return kind not in ("manybody", "rows") or mode == "channelwise"
 
 
 def impl_runs(impl, mode, kind) -> bool:
     """Whether ``impl`` runs in case (mode, kind): cuEquivariance's product is channelwise only,
-    and only mlip backends have a many-body product."""
-    return not ((impl == "cueq" and mode != "channelwise") or (kind == "manybody" and impl not in BACKENDS))
+    and only mlip backends have a many-body product and the stacked-rows route."""
+    return not ((impl == "cueq" and mode != "channelwise") or (kind in ("manybody", "rows") and impl not in BACKENDS))
+
+
+def rows_calls(m, x1, x2, w, sync) -> tuple[tuple, dict]:
+    """The stacked-rows route as the potential's interaction runs it: inputs as component-major
+    rows ``[D, N, C]`` (stacked once, outside the timing), ``forward_rows`` on chunks of the
+    product's CPU chunk size along the sample axis, the chunks' losses summed before one
+    backward. A backend without the route raises NotImplementedError (the case is skipped)."""
+    if not m.supports_rows:
+        raise NotImplementedError("no stacked-rows route")
+    p1, p2, _ = m.rows_plans
+    r1, r2 = (p.stack(x.detach()).requires_grad_() for p, x in ((p1, x1), (p2, x2)))
+    k = m.chunk_size if x1.device.type == "cpu" and m.chunk_size else x1.shape[0]
+
+    def pieces():
+        return zip(r1.split(k, 1), r2.split(k, 1), w.split(k, 0))
+
+    def fwd():
+        with torch.no_grad():
+            for a, b, c in pieces():
+                m.forward_rows(a, b, c)
+        sync()
+
+    def fb():
+        loss = sum(m.forward_rows(a, b, c).square().sum() for a, b, c in pieces())
+        torch.autograd.grad(loss, (r1, r2, w))
+        sync()
+
+    return (r1, r2), {"fwd": fwd, "fb": fb}
 
 
 def calls(impl, L, mode, kind, N, C, device) -> tuple[dict, dict]:
@@ -147,7 +176,7 @@ def calls(impl, L, mode, kind, N, C, device) -> tuple[dict, dict]:
         return many_body_calls(impl, L, N, C, device)
     in1 = irreps_upto(L, C)
     in2 = irreps_upto(L, 1) if mode == "channelwise" else irreps_upto(L, C)
-    out = irreps_upto(L if kind == "model" else 2 * L, C)
+    out = irreps_upto(2 * L if kind == "full" else L, C)
     t0 = time.perf_counter()
     m, numel = build(impl, in1, in2, out, mode, device)
     build_s = time.perf_counter() - t0
@@ -169,12 +198,15 @@ def calls(impl, L, mode, kind, N, C, device) -> tuple[dict, dict]:
         torch.autograd.grad(y.square().sum(), (x1, x2, w))
         sync()
 
+    fns = {"fwd": fwd, "fb": fb}
+    if kind == "rows":
+        _, fns = rows_calls(m, x1, x2, w, sync)
     row = {"impl": impl, "L": L, "mode": mode, "kind": kind, "weight_numel": numel, "build_s": build_s}
     flops = getattr(getattr(m, "impl", None), "transform_flops", None)
     if flops is not None:  # GEMM work of the backend's transforms, by their shapes (forward, backward)
         f, b = flops(N)
         row["gemm_flops"] = {"fwd": f, "fb": f + b}
-    return row, {"fwd": fwd, "fb": fb}
+    return row, fns
 
 
 def measure(impl, L, mode, kind, N, C, device, cap) -> dict:
@@ -243,7 +275,8 @@ def gemm_rate(row, key, peak=None) -> str:
     f, e = row.get("gemm_flops", {}).get(key), row.get(key) or {}
     if not f or "ms" not in e:
         return "–"
-    peak = row.get("gemm_peak", peak)  # the peak of the row's own run (merged tables mix runs)
+    # the peak timed next to the row's case (just before and after its L), else its run's median
+    peak = row.get("gemm_peak_local") or row.get("gemm_peak", peak)
     r = f / (e["ms"] * 1e6)
     return f"{r:.1f}" + (f" ({100 * r / peak:.0f} %)" if peak else "")
 
@@ -347,9 +380,11 @@ def main(argv=None) -> int:
     p.add_argument("--backends", nargs="+", default=list(BACKENDS),
                    help="mlip backends to time (default: every registered one)")
     p.add_argument("--modes", nargs="+", default=["channelwise", "elementwise"])
-    p.add_argument("--kinds", nargs="+", default=["model", "full"], choices=["model", "full", "manybody"],
+    p.add_argument("--kinds", nargs="+", default=["model", "full"], choices=["model", "full", "manybody", "rows"],
                    help="model: out<=L; full: out<=2L; manybody: a layer's many-body product (correlation 3: "
-                   "cg's and cp's chain of elementwise products, grid's SymmetricPower), channelwise runs only")
+                   "cg's and cp's chain of elementwise products, grid's SymmetricPower), channelwise runs only; "
+                   "rows: out<=L on stacked component-major rows in CPU chunks, the route the potential's "
+                   "interaction runs (mlip backends that have it, channelwise runs only)")
     p.add_argument("--no-cueq", action="store_true", help="skip cuEquivariance even when installed")
     p.add_argument("--no-e3nn", action="store_true", help="skip the e3nn reference")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -396,8 +431,9 @@ def main(argv=None) -> int:
         except ImportError:
             pass
     rows = []
-    # the GEMM peak is timed at the start, before each L of an interleaved sweep and at the end:
-    # the rate column divides by the median of those timings (a VM's speed moves within a run)
+    # the GEMM peak is timed at the start, before and after each L of an interleaved sweep and at
+    # the end (a VM's speed moves within a run): a row's rate divides by the median of the two
+    # timings next to its L, the run's median is kept as well
     peaks: list[float] = []
 
     def time_peak() -> float | None:  # one more timing (CPU runs only); the median so far
@@ -415,11 +451,15 @@ def main(argv=None) -> int:
                 continue
             if args.interleave:
                 hist: dict = {}
+                lacking: dict = {}  # impl -> its skipped entries where it lacks the case's route
                 for L in Ls:
                     peak = time_peak()
                     live = []
                     for impl in impls:
                         if not impl_runs(impl, mode, kind):
+                            continue
+                        if impl in lacking:
+                            rows.append({"impl": impl, "L": L, "mode": mode, "kind": kind, **lacking[impl]})
                             continue
                         h = hist.get(impl, [])
                         est = h[-1] * h[-1] / h[-2] / 1e3 if len(h) >= 2 else None
@@ -429,8 +469,15 @@ def main(argv=None) -> int:
                                          "fwd": {"skipped": why}, "fb": {"skipped": why}})
                         else:
                             live.append(impl)
-                    for r in measure_interleaved(live, L, mode, kind, N, args.C, device, args.cap):
+                    before = peaks[-1] if peaks else None
+                    done = measure_interleaved(live, L, mode, kind, N, args.C, device, args.cap)
+                    peak = time_peak()
+                    for r in done:
+                        if peak:
+                            r["gemm_peak_local"] = statistics.median([before, peaks[-1]])
                         rows.append(r)
+                        if r["fwd"].get("skipped") == "NotImplementedError":
+                            lacking[r["impl"]] = {"fwd": r["fwd"], "fb": r["fb"]}
                         hist.setdefault(r["impl"], []).append(r["fb"].get("ms", float("inf")))
                         print(f"{mode:11s} {kind:5s} L={L} {r['impl']:5s} fwd {fmt(r['fwd']):>12s} ms   "
                               f"f+b {fmt(r['fb']):>12s} ms   GEMM GFLOP/s {gemm_rate(r, 'fwd', peak)} / "
@@ -492,7 +539,7 @@ def main(argv=None) -> int:
                 r.setdefault("gemm_peak", d["meta"].get("gemm_peak_gflops"))
         meta = {**loaded[0]["meta"], "merged_from": [str(f) for f in args.from_json]}
         peak = meta.get("gemm_peak_gflops")
-        N, args.clock = meta["N"], meta.get("clock", "wall")
+        N, args.C, args.clock = meta["N"], meta.get("C", args.C), meta.get("clock", "wall")
         impls = list(dict.fromkeys(r["impl"] for r in rows))
         args.modes = list(dict.fromkeys(r["mode"] for r in rows))
         args.kinds = list(dict.fromkeys(r["kind"] for r in rows))
@@ -520,8 +567,10 @@ def main(argv=None) -> int:
         "cuEquivariance over cg. `GEMM GFLOP/s`: the GEMM flops that a backend's transforms need by their "
         "shapes (`transform_flops`: for `grid`, the full-grid maps to and from the sphere, forward and, for "
         "f+b, once more for the backward; recomputation not counted) over the time, and in brackets their "
-        "share of a 2048-cubed float32 GEMM timed in the same process (the median of its timings at the "
-        "start, before each L of an interleaved run and at the end)"
+        "share of a 2048-cubed float32 GEMM timed in the same process: in interleaved runs that record it, "
+        "the median of its two timings just before and just after the row's L (the VM's speed moves within "
+        "a run), else the median of its timings over the run (at the start, before each L and at the end). "
+        "The runs' medians"
         + (f": {_peaks_text(loaded if args.from_json else [{'meta': meta}])}." if peak else "."),
         "",
         "Load average (1 min) at the start and end of each run: "
@@ -541,9 +590,12 @@ def main(argv=None) -> int:
                 continue
             for key, label in (("fwd", "forward"), ("fb", "forward + backward")):
                 title = (f"many-body product (correlation 3) on irreps up to L, {label}" if kind == "manybody"
+                         else f"channelwise, outputs up to L, stacked rows in CPU chunks (the potential's "
+                              f"route), {label}" if kind == "rows"
                          else f"{mode}, outputs up to {'L' if kind == 'model' else '2L'}, {label}")
                 parts += ["", f"**{title}**", "",
-                          table(rows, [i for i in impls if kind != "manybody" or i in BACKENDS], mode, kind, key, peak)]
+                          table(rows, [i for i in impls if kind not in ("manybody", "rows") or i in BACKENDS],
+                                mode, kind, key, peak)]
     written = [str(out), str(png)]
     if args.write_readme:
         write_readme_section("tp" + ("-cuda" if device.type == "cuda" else ""), "\n".join(parts))

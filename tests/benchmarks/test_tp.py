@@ -61,14 +61,17 @@ def test_many_body_kind_times_each_backends_product(tp, tmp_path):
     assert "many-body product (correlation 3)" in text and "e3nn" not in text.split("**many-body")[1]
 
 
-def test_gemm_rate_divides_by_the_median_peak_of_the_rows_own_run(tp, tmp_path, monkeypatch):
-    """The GEMM peak is timed at the start, before each L of an interleaved run and at the end;
-    the rate column divides by the run's median, and a merged table keeps each run's own."""
+def test_gemm_rate_divides_by_the_peak_timed_next_to_the_rows_case(tp, tmp_path, monkeypatch):
+    """The GEMM peak is timed at the start, before and after each L of an interleaved run and at
+    the end; a row's rate divides by the median of the two timings next to its L (the VM's speed
+    moves within a run), the run's median is kept in the row and the header, and a merged table
+    keeps each run's own."""
     import json
     import statistics
 
     runs = {}
-    for L, peaks in ((1, [10.0, 30.0, 20.0]), (2, [100.0, 90.0, 110.0])):
+    # timings: start, before L, after L, end
+    for L, peaks in ((1, [20.0, 10.0, 30.0, 25.0]), (2, [100.0, 60.0, 80.0, 110.0])):
         timings = iter(peaks)
         monkeypatch.setattr(tp, "gemm_peak", timings.__next__)
         out = tmp_path / f"L{L}.json"
@@ -78,11 +81,34 @@ def test_gemm_rate_divides_by_the_median_peak_of_the_rows_own_run(tp, tmp_path, 
         runs[L] = json.loads(out.read_text())
         assert runs[L]["meta"]["gemm_peak_samples"] == peaks
         assert [r["gemm_peak"] for r in runs[L]["rows"]] == [statistics.median(peaks)]
+        assert [r["gemm_peak_local"] for r in runs[L]["rows"]] == [statistics.median(peaks[1:3])]
     assert tp.main(["--from-json", str(tmp_path / "L1.json"), str(tmp_path / "L2.json"), "--out",
                     str(tmp_path / "merged.json"), "--write-readme"]) == 0
     text = tp.readme_calls[-1][1]
-    assert "20.0 GFLOP/s" in text and "100.0 GFLOP/s" in text and "timings 10.0-30.0" in text
-    for L, peak in ((1, 20.0), (2, 100.0)):
+    assert "N = 4 samples, C = 2 channels" in text
+    assert "22.5 GFLOP/s" in text and "90.0 GFLOP/s" in text and "timings 10.0-30.0" in text
+    for L, peak in ((1, 20.0), (2, 70.0)):
         row = runs[L]["rows"][0]
         rate = row["gemm_flops"]["fb"] / (row["fb"]["ms"] * 1e6)
         assert f"{rate:.1f} ({100 * rate / peak:.0f} %)" in text
+
+
+def test_rows_kind_times_the_stacked_rows_route_where_a_backend_has_it(tp, tmp_path):
+    """``--kinds rows`` times forward_rows in chunks (the interaction's route) for the mlip
+    backends that have it; one without it (gaunt) is listed as skipped at every L, not timed
+    and not taken for a slow case; e3nn has no such route and is left out."""
+    import json
+
+    out = tmp_path / "rows.json"
+    args = ["--L", "1", "2", "--N", "40", "--C", "2", "--backends", "grid", "cp", "gaunt", "--no-cueq", "--modes",
+            "channelwise", "elementwise", "--kinds", "rows", "--cap", "5", "--interleave", "--out", str(out),
+            "--write-readme"]
+    assert tp.main(args) == 0
+    rows = {(r["impl"], r["L"]): r for r in json.loads(out.read_text())["rows"]}
+    assert sorted(rows) == [(b, L) for b in ("cp", "gaunt", "grid") for L in (1, 2)]
+    for L in (1, 2):
+        assert all("ms" in rows[(b, L)][k] for b in ("grid", "cp") for k in ("fwd", "fb"))
+        assert rows[("gaunt", L)]["fb"] == {"skipped": "no stacked-rows route"}
+    text = tp.readme_calls[-1][1]
+    assert "stacked rows in CPU chunks (the potential's route), forward + backward" in text
+    assert "e3nn" not in text.split("**channelwise")[1] and "elementwise" not in text.split("**")[1]
