@@ -424,25 +424,32 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def table(rows: list[dict]) -> str:
-    # ratios only between rows of the same run
-    mace = {(r["l_max"], r["atoms"], r.get("run")): r.get("atom_steps_per_s") for r in rows if r["engine"] == "mace"}
-    out = ["| l_max | atoms | edges | engine | params | NL ms | graph ms | E+F ms | atom-steps/s | vs MACE | RSS GB |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """The MD table; ``vs MACE`` and ``vs cg`` are throughput ratios to mace-torch and to mlip's
+    cg backend in the same run (rows of another run are never compared with this run's)."""
+    def steps(engine):
+        return {(r["l_max"], r["atoms"], r.get("run")): r.get("atom_steps_per_s")
+                for r in rows if r["engine"] == engine}
+
+    mace, cg = steps("mace"), steps("mlip-cg")
+    out = ["| l_max | atoms | edges | engine | params | NL ms | graph ms | E+F ms | atom-steps/s | vs MACE | vs cg "
+           "| RSS GB |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         edges = f"{r['edges']:,}" if "edges" in r else "–"
         mark = " " + "†" * r["run"] if r.get("run") else ""
         head = f"| {r['l_max']} | {r['atoms']:,} | {edges} | {r['engine']}{mark} |"
         if r.get("skipped"):
             est = f"skipped (est. {r['est_s']:.0f} s/call, {r['est_gb']:.1f} GB)" if "est_s" in r else "skipped"
-            out.append(f"{head} – | – | – | {est} | – | – | – |")
+            out.append(f"{head} – | – | – | {est} | – | – | – | – |")
         elif "error" in r:
-            out.append(f"{head} – | – | – | error: {r['error'][:80]} | – | – | – |")
+            out.append(f"{head} – | – | – | error: {r['error'][:80]} | – | – | – | – |")
         else:
-            ref = mace.get((r["l_max"], r["atoms"], r.get("run")))
-            vs = f"{r['atom_steps_per_s'] / ref:.2f}x" if ref and r["engine"] != "mace" else "–"
+            key = (r["l_max"], r["atoms"], r.get("run"))
+            vs = [f"{r['atom_steps_per_s'] / ref[key]:.2f}x" if ref.get(key) and r["engine"] not in skip else "–"
+                  for ref, skip in ((mace, ("mace",)), (cg, ("mace", "mlip-cg")))]
             n = f" (n={r['n']})" if r["n"] < 5 else ""
             out.append(f"{head} {r['params']:,} | {r['nl_ms']:.1f} | {r['graph_ms']:.1f} | {r['model_ms']:,.1f}{n} | "
-                       f"{r['atom_steps_per_s']:,.0f} | {vs} | {r['rss_gb']:.2f} |")
+                       f"{r['atom_steps_per_s']:,.0f} | {vs[0]} | {vs[1]} | {r['rss_gb']:.2f} |")
     return "\n".join(out)
 
 
