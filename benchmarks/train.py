@@ -86,6 +86,11 @@ def parse_args(argv=None):
     p.add_argument("--mace-max-ell", type=int, default=3,
                    help="MACE's edge spherical-harmonic degree (its default 3; mlip's edges use l_max)")
     p.add_argument("--no-readme", action="store_true", help="do not rewrite the README section (smoke runs)")
+    p.add_argument("--step-times", action="store_true",
+                   help="only time one training step of each --backends model in one process (engines alternating, "
+                        "--threads threads, CPU time, median of 35 after 5 warm-ups) on --batch-size-frame batches "
+                        "of --data: the per-step cost without other jobs on the machine, to read the step counts of "
+                        "runs made under different load")
     return p.parse_args(argv)
 
 
@@ -95,28 +100,83 @@ def split_frames(data: Path, work: Path) -> tuple[Path, Path, int, int]:
     import ase.io
     import numpy as np
 
-    frames = ase.io.read(data, ":")
+    frames = read_labelled(data)
     perm = np.random.default_rng(0).permutation(len(frames))
     n_val = round(0.1 * len(frames))
     val_idx, train_idx = sorted(perm[:n_val]), sorted(perm[n_val:])
     work.mkdir(parents=True, exist_ok=True)
     train, val = work / "train.xyz", work / "val.xyz"
     for path, idx in ((train, train_idx), (val, val_idx)):
-        out = []
-        for i in idx:
-            a = frames[i]
-            energy = float(a.info["Energy"]) if "Energy" in a.info else a.get_potential_energy()
-            forces = a.arrays["forces"].copy() if "forces" in a.arrays else a.get_forces()
-            a.calc = None
-            a.pbc = False
-            a.info = {"energy": energy}
-            a.arrays["forces"] = forces
-            out.append(a)
-        ase.io.write(path, out, format="extxyz")
+        ase.io.write(path, [frames[i] for i in idx], format="extxyz")
     return train, val, len(train_idx), len(val_idx)
 
 
+def read_labelled(data: Path, index=":") -> list:
+    """Frames of ``data`` with their energy in ``info["energy"]`` and forces in
+    ``arrays["forces"]`` (rMD17 stores them as ``Energy`` and a calculator's forces), no cell."""
+    import ase.io
+
+    out = []
+    for a in ase.io.read(data, index):
+        energy = float(a.info["Energy"]) if "Energy" in a.info else a.get_potential_energy()
+        forces = a.arrays["forces"].copy() if "forces" in a.arrays else a.get_forces()
+        a.calc = None
+        a.pbc = False
+        a.info = {"energy": energy}
+        a.arrays["forces"] = forces
+        out.append(a)
+    return out
+
+
 # -- mlip ------------------------------------------------------------------------------------
+def model_options(args, backend: str) -> dict:
+    """The model section of the mlip-train config (and of --step-times' models)."""
+    return {"num_channels": args.channels, "l_max": args.l_max, "correlation": args.correlation,
+            "num_layers": args.layers, "r_max": args.r_max, "tp_backend": backend, "dtype": args.dtype,
+            "radial_mlp": [64, 64, 64]}
+
+
+def step_times(args) -> dict[str, float]:
+    """Median CPU time (ms) of one training step per backend, all models in this process,
+    taking turns: energy + 10 x forces loss, parameter gradients, an Adam step."""
+    import statistics
+
+    import numpy as np
+    import torch
+
+    import mlip
+    from mlip.allocator import tune_cpu_allocator
+    from mlip.graph import batch_graphs
+
+    torch.set_num_threads(args.threads)
+    tune_cpu_allocator()
+    b = args.batch_size
+    frames = read_labelled(args.data, f":{5 * b}")
+    batches = [(batch_graphs([mlip.atoms_to_graph(a, args.r_max) for a in frames[i:i + b]]),
+                torch.tensor([a.info["energy"] for a in frames[i:i + b]], dtype=getattr(torch, args.dtype)),
+                torch.tensor(np.concatenate([a.arrays["forces"] for a in frames[i:i + b]]),
+                             dtype=getattr(torch, args.dtype)))
+               for i in range(0, len(frames), b)]
+    elements = sorted({s for a in frames for s in a.get_chemical_symbols()})
+    models = {}
+    for backend in args.backends:
+        model = mlip.Potential(mlip.PotentialConfig(elements=elements, **model_options(args, backend))).train()
+        models[backend] = (model, torch.optim.Adam(model.parameters(), lr=args.lr))
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for step in range(40):
+        graph, energy, forces = batches[step % len(batches)]
+        for backend, (model, opt) in models.items():
+            t0 = time.process_time()
+            out = model(graph, forces=True, stress=False)
+            loss = (out["energy"] - energy).square().mean() + 10 * (out["forces"] - forces).square().mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if step >= 5:
+                times[backend].append(time.process_time() - t0)
+    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
+
+
 def mlip_config(args, backend: str, train: Path, val: Path, out: Path) -> dict:
     """The mlip-train config of one backend."""
     return {
@@ -124,9 +184,7 @@ def mlip_config(args, backend: str, train: Path, val: Path, out: Path) -> dict:
         "data": {"train": [str(train)], "val": [str(val)], "train_split": None, "val_split": None, "pbc": "none",
                  "block_size": 64, "cache_graphs": True, "cache_dir": str(args.work / "data_cache"),
                  "split_fractions": [1.0, 0.0, 0.0]},
-        "model": {"num_channels": args.channels, "l_max": args.l_max, "correlation": args.correlation,
-                  "num_layers": args.layers, "r_max": args.r_max, "tp_backend": backend, "dtype": args.dtype,
-                  "radial_mlp": [64, 64, 64]},
+        "model": model_options(args, backend),
         "loss": {"energy_weight": 1.0, "forces_weight": 10.0},
         "optim": {"lr": args.lr, "ema_decay": 0.99, "clip_grad_norm": 100.0},
         "schedule": {"kind": "plateau", "warmup_steps": 50, "plateau_patience": 5, "plateau_factor": 0.8},
@@ -307,6 +365,10 @@ def main(argv=None) -> int:
     if not args.data.exists():
         print(f"{args.data}: missing (rMD17 ethanol_train_01.xyz)", file=sys.stderr)
         return 1
+    if args.step_times:
+        for backend, ms in step_times(args).items():
+            print(f"mlip {backend:5s}: {ms:.1f} ms per training step (CPU time, median of 35)")
+        return 0
     args.work.mkdir(parents=True, exist_ok=True)
     args.minutes = sorted(args.minutes)
     train, val, n_train, n_val = split_frames(args.data, args.work)
