@@ -142,7 +142,7 @@ def impl_runs(impl, mode, kind) -> bool:
     return not ((impl == "cueq" and mode != "channelwise") or (kind in ("manybody", "rows") and impl not in BACKENDS))
 
 
-def rows_calls(m, x1, x2, w, sync) -> tuple[tuple, dict]:
+def rows_calls(m, x1, x2, w, sync) -> dict:
     """The stacked-rows route as the potential's interaction runs it: inputs as component-major
     rows ``[D, N, C]`` (stacked once, outside the timing), ``forward_rows`` on chunks of the
     product's CPU chunk size along the sample axis, the chunks' losses summed before one
@@ -167,7 +167,7 @@ def rows_calls(m, x1, x2, w, sync) -> tuple[tuple, dict]:
         torch.autograd.grad(loss, (r1, r2, w))
         sync()
 
-    return (r1, r2), {"fwd": fwd, "fb": fb}
+    return {"fwd": fwd, "fb": fb}
 
 
 def calls(impl, L, mode, kind, N, C, device) -> tuple[dict, dict]:
@@ -200,7 +200,7 @@ def calls(impl, L, mode, kind, N, C, device) -> tuple[dict, dict]:
 
     fns = {"fwd": fwd, "fb": fb}
     if kind == "rows":
-        _, fns = rows_calls(m, x1, x2, w, sync)
+        fns = rows_calls(m, x1, x2, w, sync)
     row = {"impl": impl, "L": L, "mode": mode, "kind": kind, "weight_numel": numel, "build_s": build_s}
     flops = getattr(getattr(m, "impl", None), "transform_flops", None)
     if flops is not None:  # GEMM work of the backend's transforms, by their shapes (forward, backward)
@@ -487,7 +487,11 @@ def main(argv=None) -> int:
                 if not impl_runs(impl, mode, kind):
                     continue
                 hist: list[float] = []
+                lacks = None  # its skipped entries where it lacks the case's route
                 for L in Ls:
+                    if lacks:
+                        rows.append({"impl": impl, "L": L, "mode": mode, "kind": kind, **lacks})
+                        continue
                     if len(hist) >= 2 and hist[-1] * hist[-1] / hist[-2] > args.cap * 1e3:
                         est = hist[-1] * hist[-1] / hist[-2] / 1e3
                         rows.append({"impl": impl, "L": L, "mode": mode, "kind": kind,
@@ -504,6 +508,8 @@ def main(argv=None) -> int:
                     except (RuntimeError, MemoryError, NotImplementedError) as exc:  # e.g. out of memory
                         r = {"impl": impl, "L": L, "mode": mode, "kind": kind,
                              "fwd": {"skipped": type(exc).__name__}, "fb": {"skipped": str(exc)[:60]}}
+                        if isinstance(exc, NotImplementedError):
+                            lacks = {"fwd": r["fwd"], "fb": r["fb"]}
                         hist.append(float("inf"))
                         rows.append(r)
                         continue

@@ -100,15 +100,16 @@ def test_rows_kind_times_the_stacked_rows_route_where_a_backend_has_it(tp, tmp_p
     import json
 
     out = tmp_path / "rows.json"
-    args = ["--L", "1", "2", "--N", "40", "--C", "2", "--backends", "grid", "cp", "gaunt", "--no-cueq", "--modes",
-            "channelwise", "elementwise", "--kinds", "rows", "--cap", "5", "--interleave", "--out", str(out),
-            "--write-readme"]
-    assert tp.main(args) == 0
-    rows = {(r["impl"], r["L"]): r for r in json.loads(out.read_text())["rows"]}
-    assert sorted(rows) == [(b, L) for b in ("cp", "gaunt", "grid") for L in (1, 2)]
-    for L in (1, 2):
-        assert all("ms" in rows[(b, L)][k] for b in ("grid", "cp") for k in ("fwd", "fb"))
-        assert rows[("gaunt", L)]["fb"] == {"skipped": "no stacked-rows route"}
-    text = tp.readme_calls[-1][1]
-    assert "stacked rows in CPU chunks (the potential's route), forward + backward" in text
-    assert "e3nn" not in text.split("**channelwise")[1] and "elementwise" not in text.split("**")[1]
+    for sweep in (["--interleave"], []):
+        args = ["--L", "1", "2", "--N", "40", "--C", "2", "--backends", "grid", "cp", "gaunt", "--no-cueq", "--modes",
+                "channelwise", "elementwise", "--kinds", "rows", "--cap", "5", *sweep, "--out", str(out),
+                "--write-readme"]
+        assert tp.main(args) == 0
+        rows = {(r["impl"], r["L"]): r for r in json.loads(out.read_text())["rows"]}
+        assert sorted(rows) == [(b, L) for b in ("cp", "gaunt", "grid") for L in (1, 2)]
+        for L in (1, 2):
+            assert all("ms" in rows[(b, L)][k] for b in ("grid", "cp") for k in ("fwd", "fb"))
+            assert rows[("gaunt", L)]["fb"] == {"skipped": "no stacked-rows route"}
+        text = tp.readme_calls[-1][1]
+        assert "stacked rows in CPU chunks (the potential's route), forward + backward" in text
+        assert "e3nn" not in text.split("**channelwise")[1] and "elementwise" not in text.split("**")[1]
