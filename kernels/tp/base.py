@@ -122,7 +122,6 @@ def run_in_chunks(fn, xs: tuple, weight: torch.Tensor, k: int) -> torch.Tensor:
     return torch.cat([fn(*parts, w) for *parts, w in zip(*(x.split(k) for x in xs), ws)])
 
 
-
 _ORDER = threading.local()
 
 
