@@ -129,6 +129,10 @@ def read_labelled(data: Path, index=":") -> list:
 
 
 # -- mlip ------------------------------------------------------------------------------------
+#: the loss section of the mlip-train config (and of --step-times' steps)
+LOSS = {"energy_weight": 1.0, "forces_weight": 10.0}
+
+
 def model_options(args, backend: str) -> dict:
     """The model section of the mlip-train config (and of --step-times' models)."""
     return {"num_channels": args.channels, "l_max": args.l_max, "correlation": args.correlation,
@@ -138,7 +142,8 @@ def model_options(args, backend: str) -> dict:
 
 def step_times(args) -> dict[str, float]:
     """Median CPU time (ms) of one training step per backend, all models in this process,
-    taking turns: energy + 10 x forces loss, parameter gradients, an Adam step."""
+    taking turns: the trainer's loss (:func:`mlip.train.metrics.loss_terms`, weighted by
+    :data:`LOSS`), parameter gradients, an Adam step."""
     import statistics
 
     import numpy as np
@@ -147,16 +152,20 @@ def step_times(args) -> dict[str, float]:
     import mlip
     from mlip.allocator import tune_cpu_allocator
     from mlip.graph import batch_graphs
+    from mlip.train.metrics import loss_terms
 
     torch.set_num_threads(args.threads)
     tune_cpu_allocator()
+    def labelled_graph(a):  # the targets the trainer's graphs carry (mlip.train.data.GraphTransform)
+        g = mlip.atoms_to_graph(a, args.r_max)
+        g.ref_energy = torch.tensor([a.info["energy"]], dtype=torch.float64)
+        g.ref_forces = torch.from_numpy(np.asarray(a.arrays["forces"], dtype=np.float64))
+        g.natoms = torch.tensor([len(a)])
+        return g
+
     b = args.batch_size
     frames = read_labelled(args.data, f":{5 * b}")
-    batches = [(batch_graphs([mlip.atoms_to_graph(a, args.r_max) for a in frames[i:i + b]]),
-                torch.tensor([a.info["energy"] for a in frames[i:i + b]], dtype=getattr(torch, args.dtype)),
-                torch.tensor(np.concatenate([a.arrays["forces"] for a in frames[i:i + b]]),
-                             dtype=getattr(torch, args.dtype)))
-               for i in range(0, len(frames), b)]
+    batches = [batch_graphs([labelled_graph(a) for a in frames[i:i + b]]) for i in range(0, len(frames), b)]
     elements = sorted({s for a in frames for s in a.get_chemical_symbols()})
     models = {}
     for backend in args.backends:
@@ -164,11 +173,13 @@ def step_times(args) -> dict[str, float]:
         models[backend] = (model, torch.optim.Adam(model.parameters(), lr=args.lr))
     times: dict[str, list[float]] = {k: [] for k in models}
     for step in range(40):
-        graph, energy, forces = batches[step % len(batches)]
+        batch = batches[step % len(batches)]
         for backend, (model, opt) in models.items():
             t0 = time.process_time()
-            out = model(graph, forces=True, stress=False)
-            loss = (out["energy"] - energy).square().mean() + 10 * (out["forces"] - forces).square().mean()
+            out = model(batch, forces=True, stress=False, create_graph=True)
+            t = loss_terms(out, batch, use_stress=False)
+            loss = (LOSS["energy_weight"] * t["e"] / batch.num_graphs
+                    + LOSS["forces_weight"] * t["f"] / (3 * batch.num_nodes))
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -185,7 +196,7 @@ def mlip_config(args, backend: str, train: Path, val: Path, out: Path) -> dict:
                  "block_size": 64, "cache_graphs": True, "cache_dir": str(args.work / "data_cache"),
                  "split_fractions": [1.0, 0.0, 0.0]},
         "model": model_options(args, backend),
-        "loss": {"energy_weight": 1.0, "forces_weight": 10.0},
+        "loss": dict(LOSS),
         "optim": {"lr": args.lr, "ema_decay": 0.99, "clip_grad_norm": 100.0},
         "schedule": {"kind": "plateau", "warmup_steps": 50, "plateau_patience": 5, "plateau_factor": 0.8},
         "train": {"max_steps": 10**9, "batch_size": args.batch_size, "val_every": 100, "checkpoint_every": 200,
